@@ -1,0 +1,145 @@
+"""Devices, precision and multi-process set-up (DDP, FSDP2) for `pretrain`.
+
+`torchrun --nproc-per-node N` sets RANK / WORLD_SIZE / LOCAL_RANK / MASTER_ADDR; we read them and pick
+NCCL on GPUs, gloo on CPUs. Without them the run is a single process and nothing is wrapped.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from dataclasses import dataclass
+from typing import Any
+
+from domainfm.core.errors import UserError
+
+
+@dataclass
+class DistInfo:
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    device: Any = None
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1
+
+
+def resolve_device(name: str, local_rank: int = 0) -> Any:
+    import torch
+
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    dev = torch.device(name)
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise UserError(f"device {name!r} requested but CUDA is not available")
+        if dev.index is None:
+            dev = torch.device("cuda", local_rank)
+        torch.cuda.set_device(dev)
+    return dev
+
+
+def init_distributed(device: str) -> DistInfo:
+    """Join the process group torchrun describes (if any) and choose this process's device."""
+    import torch
+    import torch.distributed as dist
+
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    dev = resolve_device(device, local)
+    if world > 1 and not dist.is_initialized():
+        backend = "nccl" if dev.type == "cuda" else "gloo"
+        dist.init_process_group(backend=backend, device_id=dev if dev.type == "cuda" else None)
+    if world > 1 and dev.type == "cpu":
+        # two processes on a small CPU machine must not both grab every core
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // int(os.environ.get("LOCAL_WORLD_SIZE", world))))
+    return DistInfo(rank=rank, world_size=world, local_rank=local, device=dev)
+
+
+def shutdown_distributed() -> None:
+    import torch.distributed as dist
+
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def autocast_dtype(dtype: str, device: Any) -> Any:
+    """bf16 on GPUs, full fp32 on CPUs unless asked (CPU bf16 autocast is slower on most CPUs)."""
+    import torch
+
+    if dtype == "auto":
+        dtype = "bf16" if device.type == "cuda" else "fp32"
+    return {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": None}[dtype]
+
+
+def autocast(device: Any, dtype: Any) -> contextlib.AbstractContextManager:
+    import torch
+
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def all_mean(values: list[float], info: DistInfo) -> list[float]:
+    """Average a few floats over processes (for logging); identity in a single process."""
+    if not info.distributed:
+        return values
+    import torch
+    import torch.distributed as dist
+
+    t = torch.tensor(values, dtype=torch.float64, device=info.device)
+    dist.all_reduce(t)
+    return (t / info.world_size).tolist()
+
+
+def wrap_model(model: Any, info: DistInfo, fsdp: bool) -> Any:
+    """DDP (replicated weights) or FSDP2 (`fully_shard` per decoder layer, then the root)."""
+    if not info.distributed:
+        if fsdp:
+            raise UserError("--fsdp needs several processes: launch with torchrun --nproc-per-node N")
+        return model
+    if fsdp:
+        from torch.distributed.fsdp import fully_shard
+
+        for layer in _decoder_layers(model):
+            fully_shard(layer)
+        fully_shard(model)
+        return model
+    from torch.nn.parallel import DistributedDataParallel as DDP
+
+    ids = [info.device.index] if info.device.type == "cuda" else None
+    return DDP(model, device_ids=ids)
+
+
+def _decoder_layers(model: Any) -> list[Any]:
+    base = model.base_model
+    layers = getattr(base, "layers", None) or getattr(base, "h", None)
+    if layers is None:
+        raise UserError(f"FSDP: cannot find the decoder layers of {type(model).__name__}")
+    return list(layers)
+
+
+def replicas_in_sync(model: Any, info: DistInfo) -> bool:
+    """True when every process holds bit-identical parameters (DDP sanity check; FSDP is sharded)."""
+    if not info.distributed:
+        return True
+    import torch
+    import torch.distributed as dist
+
+    # one checksum per tensor: sum and a position-weighted sum catch a permutation as well as a drift
+    sums = []
+    for p in model.parameters():
+        x = p.detach().double().flatten()
+        w = torch.arange(1, x.numel() + 1, dtype=torch.float64, device=x.device)
+        sums.append(torch.stack([x.sum(), (x * w).sum()]))
+    local = torch.cat(sums)
+    gathered = [torch.empty_like(local) for _ in range(info.world_size)]
+    dist.all_gather(gathered, local)
+    return all(torch.equal(g, gathered[0]) for g in gathered)
