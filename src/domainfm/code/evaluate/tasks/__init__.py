@@ -1,0 +1,32 @@
+"""The evaluation task registry: one small module per benchmark (see `base.Task`)."""
+
+from __future__ import annotations
+
+from domainfm.code.evaluate.tasks.base import LoadedData, Problem, Task, truncate_at_stop
+from domainfm.code.evaluate.tasks.cruxeval import CruxEvalO
+from domainfm.code.evaluate.tasks.evalplus import HumanEvalPlus, HumanEvalPlusMini, MBPPPlus
+from domainfm.code.evaluate.tasks.fim import (
+    HumanEvalInfilling,
+    HumanEvalInfillingMulti,
+    HumanEvalInfillingSpan,
+    HumanEvalInfillingSpanLight,
+    MultiPLEFimPy,
+)
+from domainfm.code.evaluate.tasks.gsm8k_pal import GSM8KPAL
+from domainfm.code.evaluate.tasks.humaneval import HumanEval
+from domainfm.code.evaluate.tasks.mbpp import MBPP
+from domainfm.code.evaluate.tasks.multiple_js import MultiPLEJS
+from domainfm.core.registry import Registry
+
+TASKS: Registry[type[Task]] = Registry("evaluation task")
+for _cls in (HumanEval, HumanEvalPlus, HumanEvalPlusMini, MBPP, MBPPPlus, MultiPLEJS, HumanEvalInfilling,
+             HumanEvalInfillingMulti, HumanEvalInfillingSpan, HumanEvalInfillingSpanLight, MultiPLEFimPy,
+             CruxEvalO, GSM8KPAL):
+    TASKS.register(_cls.name, _cls)
+
+
+def get_task(name: str) -> Task:
+    return TASKS.get(name)()
+
+
+__all__ = ["TASKS", "LoadedData", "Problem", "Task", "get_task", "truncate_at_stop"]

@@ -1,0 +1,188 @@
+"""Hostile programs: each must be contained, reported as a failed sample, and leave harness and host intact.
+
+Each program is a HumanEval "completion" of problem 0, so it also fails the problem's tests; the point of the
+test is what it could do to the host while it runs.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from domainfm.code.evaluate.sandbox import Program, Sandbox, SandboxLimits
+
+
+def _sandbox_pids() -> set[int]:
+    """Processes running our sandbox interpreter command line (fork children keep it)."""
+    pids = set()
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit():
+            continue
+        try:
+            cmd = (d / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if len(cmd) >= 5 and cmd[1:5] == [b"-I", b"-S", b"-B", b"-"]:
+            pids.add(int(d.name))
+    return pids
+
+
+def _wait_gone(before: set[int], secs: float = 5.0) -> set[int]:
+    end = time.time() + secs
+    left = _sandbox_pids() - before
+    while left and time.time() < end:
+        time.sleep(0.1)
+        left = _sandbox_pids() - before
+    return left
+
+
+def _run(sb: Sandbox, body: str, timeout: float = 3.0):
+    # wrapped as a function body that then fails HumanEval/0's check, like a model completion would
+    src = (f"def has_close_elements(numbers, threshold):\n    return None\n\n{body}\n\n"
+           "assert has_close_elements([1.0, 2.0], 0.5) is False\n")
+    return sb.run(Program("python", src, timeout=timeout))
+
+
+@pytest.fixture()
+def strict(sandbox: Sandbox) -> Sandbox:
+    return Sandbox(SandboxLimits(timeout=3.0, cpu_seconds=3, nproc=32))
+
+
+def test_fork_bomb_is_contained(strict: Sandbox) -> None:
+    before = _sandbox_pids()
+    t0 = time.perf_counter()
+    res = _run(strict, "import os\nwhile True:\n    try:\n        os.fork()\n    except OSError:\n        pass")
+    assert not res.passed and res.status == "timed out"
+    assert time.perf_counter() - t0 < 15
+    assert _wait_gone(before) == set(), "fork bomb processes survived the run"
+
+
+def test_fork_bomb_hits_the_process_limit(strict: Sandbox) -> None:
+    res = _run(strict, "import os, sys\nn = 0\nfor _ in range(500):\n    try:\n        if os.fork() == 0:\n"
+                       "            import time; time.sleep(30)\n        n += 1\n    except OSError:\n        break\n"
+                       "sys.stderr.write(f'forked {n}\\n')\nraise SystemExit(f'forked {n}')")
+    assert not res.passed
+    n = int(res.detail.split()[-1])
+    assert n < 32, f"RLIMIT_NPROC did not bite: {n} forks"
+
+
+def test_huge_allocation_fails_cleanly(strict: Sandbox) -> None:
+    res = _run(strict, "x = bytearray(100 * 2**30)")
+    assert not res.passed and "MemoryError" in res.detail
+
+
+def test_infinite_loop_times_out(strict: Sandbox) -> None:
+    t0 = time.perf_counter()
+    res = _run(strict, "while True:\n    pass", timeout=2.0)
+    assert res.status == "timed out" and res.result == "timed out"
+    assert time.perf_counter() - t0 < 10
+
+
+def test_10gb_file_write_is_capped(strict: Sandbox) -> None:
+    res = _run(strict, "f = open('/tmp/big', 'wb')\nfor _ in range(10240):\n    f.write(b'x' * (1 << 20))",
+               timeout=20)
+    assert not res.passed
+    assert "File too large" in res.detail or "No space left" in res.detail
+
+
+def test_many_files_cannot_fill_memory(strict: Sandbox) -> None:
+    body = ("import os\nfor d in ('/tmp', '/dev/shm', '/dev', '/'):\n    for i in range(40):\n        try:\n"
+            "            open(f'{d}/f{i}', 'wb').write(b'x' * (32 << 20))\n        except OSError:\n"
+            "            break\n    else:\n        raise SystemExit(f'{d} took 1.25 GB')")
+    res = _run(strict, body, timeout=30)
+    assert not res.passed and "took" not in res.detail, res.detail
+
+
+def test_host_files_are_out_of_reach(strict: Sandbox, tmp_path: Path) -> None:
+    victim = tmp_path / "victim.txt"
+    victim.write_text("original")
+    body = (f"import os\nfor p in [{str(victim)!r}, {str(tmp_path / 'new.txt')!r}, '/etc/passwd', "
+            f"'/usr/bin/evil', {str(Path.home() / 'evil')!r}, '/work_evil']:\n"
+            "    try:\n        open(p, 'w').write('pwned')\n    except OSError:\n        pass\n"
+            f"seen = os.path.exists({str(victim)!r})\nraise SystemExit(f'host file visible: {{seen}}')")
+    res = _run(strict, body)
+    assert not res.passed and "visible: False" in res.detail
+    assert victim.read_text() == "original"
+    assert not (tmp_path / "new.txt").exists()
+    assert not Path("/usr/bin/evil").exists() and not (Path.home() / "evil").exists()
+
+
+def test_no_network_to_host_loopback(strict: Sandbox) -> None:
+    srv = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(5)
+    srv.settimeout(0.2)
+    port = srv.getsockname()[1]
+    hits: list[object] = []
+    stop = threading.Event()
+
+    def accept() -> None:
+        while not stop.is_set():
+            try:
+                conn, _ = srv.accept()
+                hits.append(conn)
+            except OSError:
+                pass
+
+    th = threading.Thread(target=accept, daemon=True)
+    th.start()
+    try:
+        # the server is reachable from the host itself
+        socket.create_connection(("127.0.0.1", port), timeout=2).close()
+        time.sleep(0.3)
+        assert len(hits) == 1
+        body = (f"import socket\ntry:\n    socket.create_connection(('127.0.0.1', {port}), timeout=2)\n"
+                "    raise SystemExit('connected')\nexcept OSError as e:\n    raise SystemExit(f'blocked: {e}')")
+        res = _run(strict, body)
+        assert not res.passed and "blocked" in res.detail
+        time.sleep(0.3)
+        assert len(hits) == 1, "the sandbox reached the host's loopback"
+    finally:
+        stop.set()
+        th.join(2)
+        srv.close()
+
+
+def test_killing_parent_and_group_does_not_hurt_harness(strict: Sandbox) -> None:
+    me = os.getpid()
+    body = (f"import os, signal\nfor pid in (os.getppid(), {me}, 1, -1):\n    try:\n"
+            "        os.kill(pid, signal.SIGKILL)\n    except OSError:\n        pass\n"
+            "try:\n    os.killpg(0, signal.SIGKILL)\nexcept OSError:\n    pass")
+    res = _run(strict, body)
+    assert not res.passed
+    os.kill(me, 0)  # we are alive
+    # and the harness keeps working afterwards
+    ok = strict.run(Program("python", "assert 1 + 1 == 2\n"))
+    assert ok.passed
+
+
+def test_setsid_daemon_does_not_survive(strict: Sandbox) -> None:
+    before = _sandbox_pids()
+    body = ("import os, time\nif os.fork() == 0:\n    os.setsid()\n    if os.fork() == 0:\n"
+            "        time.sleep(120)\n    os._exit(0)\ntime.sleep(0.5)")
+    res = _run(strict, body)
+    assert not res.passed
+    assert _wait_gone(before) == set(), "a setsid daemon outlived its sandbox"
+
+
+def test_stdout_flood_and_stderr_flood(strict: Sandbox) -> None:
+    t0 = time.perf_counter()
+    res = _run(strict, "import sys\nwhile True:\n    sys.stdout.write('x' * 65536)", timeout=2.0)
+    assert res.status == "timed out"
+    lim = Sandbox(SandboxLimits(timeout=10.0, output_bytes=1 << 20))
+    res2 = _run(lim, "import sys\nwhile True:\n    sys.stderr.write('y' * 65536)", timeout=10.0)
+    assert not res2.passed and res2.detail == "output limit exceeded"
+    assert len(res2.stderr_tail) <= 2000
+    assert time.perf_counter() - t0 < 20
+
+
+def test_early_exit_zero_is_not_a_pass(strict: Sandbox) -> None:
+    res = strict.run(Program("python", "import os\nos._exit(0)\nassert False\n"))
+    assert not res.passed and "before the tests finished" in res.detail
+    res = strict.run(Program("python", "raise SystemExit(0)\nassert False\n"))
+    assert not res.passed
