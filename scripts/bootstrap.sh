@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Create .venv and install domainfm with every extra, plus the system packages it needs.
+# Idempotent: the Makefile runs it only when pyproject.toml or this script changed.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need_apt=()
+command -v bwrap >/dev/null 2>&1 || need_apt+=(bubblewrap)   # the evaluation sandbox
+command -v node  >/dev/null 2>&1 || need_apt+=(nodejs)       # MultiPL-E JavaScript execution
+command -v git   >/dev/null 2>&1 || need_apt+=(git)          # reading git repositories in curation
+if [ ${#need_apt[@]} -gt 0 ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "bootstrap: installing system packages: ${need_apt[*]}"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}" >/dev/null
+  else
+    echo "bootstrap: warning: please install these system packages: ${need_apt[*]}" >&2
+  fi
+fi
+
+PYTHON="${PYTHON:-python3.11}"
+command -v "$PYTHON" >/dev/null 2>&1 || PYTHON=python3
+if [ ! -x .venv/bin/python ]; then
+  echo "bootstrap: creating .venv with $PYTHON"
+  "$PYTHON" -m venv .venv
+  .venv/bin/python -m pip install -q --upgrade pip wheel setuptools
+fi
+echo "bootstrap: installing domainfm[all,dev] (torch==2.14.1 / torchvision==0.29.1 are pinned)"
+.venv/bin/python -m pip install -q -e '.[all,dev]'

@@ -1,0 +1,5 @@
+import sys
+
+from domainfm.cli import main
+
+sys.exit(main())

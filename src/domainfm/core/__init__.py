@@ -1,0 +1,1 @@
+"""Contracts shared by both domains. Imports neither `domainfm.code` nor `domainfm.pathology`."""

@@ -1,0 +1,1 @@
+"""pathology.mil stage."""
