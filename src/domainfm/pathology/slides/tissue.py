@@ -1,0 +1,269 @@
+"""Tissue detection on a low-resolution overview, its contours, and the tissue fraction of tiles.
+
+Pipeline (CLAM's segmentation, without OpenCV): saturation of HSV -> light Gaussian smoothing ->
+threshold (Otsu, floored at `min_saturation` so a blank slide does not turn noise into tissue, or a
+fixed threshold) -> closing then opening (square of side 2r+1, r in µm) -> drop objects smaller than
+`min_area_um2` -> fill holes smaller than `max_hole_area_um2` (larger holes, e.g. lumens, stay holes).
+
+Contours are traced per connected component (outer ring + its holes) with marching squares and
+written in level-0 pixel coordinates as a GeoJSON FeatureCollection that QuPath imports as
+annotations. The tissue fraction of any level-0 rectangle is read from the integral image of the
+mask with bilinear interpolation, which is the exact area-weighted fraction for a mask that is
+piecewise constant on its pixels -- so tile selection never decodes a level-0 pixel.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+
+@dataclass
+class TissueParams:
+    threshold: float | None = None  # fixed saturation threshold in [0, 1]; None = Otsu
+    min_saturation: float = 0.05  # floor for the Otsu threshold (saturation, 0-1)
+    smooth_px: float = 1.0  # Gaussian sigma (overview px) before thresholding
+    close_um: float = 16.0  # closing radius (µm): joins fragments of one section
+    open_um: float = 8.0  # opening radius (µm): removes dust and thin debris
+    min_area_um2: float = 10_000.0  # objects smaller than this are dropped (0.01 mm^2)
+    max_hole_area_um2: float = 20_000.0  # holes smaller than this are filled
+
+
+def saturation(rgb: np.ndarray) -> np.ndarray:
+    """(H, W, 3) uint8 -> (H, W) float32 HSV saturation in [0, 1]; near-black pixels get 0."""
+    mx = rgb.max(axis=2)
+    mn = rgb.min(axis=2)
+    s = (mx - mn).astype(np.float32) / np.maximum(mx, 1).astype(np.float32)
+    s[mx <= 20] = 0.0
+    return s
+
+
+def otsu(values: np.ndarray, bins: int = 256) -> float:
+    """Otsu's threshold of values in [0, 1] (between-class variance maximised over a histogram)."""
+    hist, edges = np.histogram(values, bins=bins, range=(0.0, 1.0))
+    hist = hist.astype(np.float64)
+    centers = (edges[:-1] + edges[1:]) / 2
+    w0 = np.cumsum(hist)
+    w1 = w0[-1] - w0
+    m0 = np.cumsum(hist * centers)
+    mt = m0[-1]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        between = (mt * w0 / w0[-1] - m0) ** 2 / (w0 * w1)
+    between = np.nan_to_num(between[:-1], nan=0.0, posinf=0.0)
+    if not between.any():
+        return float(values.max()) if values.size else 1.0
+    return float(edges[1:][np.argmax(between)])
+
+
+def _dilate(mask: np.ndarray, r: int) -> np.ndarray:
+    """Binary dilation by a (2r+1)-px square: two separable running maxima, cost independent of r."""
+    from scipy import ndimage
+
+    m = mask.view(np.uint8)
+    return ndimage.maximum_filter1d(ndimage.maximum_filter1d(m, 2 * r + 1, axis=0), 2 * r + 1, axis=1) > 0
+
+
+def _erode(mask: np.ndarray, r: int) -> np.ndarray:
+    from scipy import ndimage
+
+    m = mask.view(np.uint8)
+    return ndimage.minimum_filter1d(ndimage.minimum_filter1d(m, 2 * r + 1, axis=0), 2 * r + 1, axis=1) > 0
+
+
+def remove_small_objects(mask: np.ndarray, max_size: int) -> np.ndarray:
+    """Drop 4-connected objects of at most `max_size` pixels."""
+    from scipy import ndimage
+
+    labels, n = ndimage.label(mask)
+    if n == 0:
+        return mask
+    keep = np.bincount(labels.ravel()) > max_size
+    keep[0] = False
+    return keep[labels]
+
+
+def fill_small_holes(mask: np.ndarray, max_size: int) -> np.ndarray:
+    """Fill holes (background components not touching the border) of at most `max_size` pixels."""
+    from scipy import ndimage
+
+    labels, n = ndimage.label(~mask)
+    if n == 0:
+        return mask
+    small = np.bincount(labels.ravel()) <= max_size
+    small[0] = False
+    border = np.unique(np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]]))
+    small[border] = False
+    return mask | small[labels]
+
+
+def tissue_mask(rgb: np.ndarray, px_um: float, params: TissueParams | None = None) -> tuple[np.ndarray, float]:
+    """Binary tissue mask (H, W) bool of an overview image whose pixels are `px_um` µm wide.
+
+    Returns (mask, threshold used)."""
+    from scipy import ndimage
+
+    p = params or TissueParams()
+    sat = saturation(rgb)
+    if p.smooth_px > 0:
+        sat = ndimage.gaussian_filter(sat, p.smooth_px)
+    thr = float(p.threshold) if p.threshold is not None else max(otsu(sat), p.min_saturation)
+    mask = sat > thr
+    r_close = int(round(p.close_um / px_um))
+    r_open = int(round(p.open_um / px_um))
+    if r_close >= 1:
+        # pad (edge) so that closing does not erode tissue touching the border
+        padded = np.pad(mask, r_close + 1, mode="edge")
+        mask = _erode(_dilate(padded, r_close), r_close)[r_close + 1:-r_close - 1, r_close + 1:-r_close - 1]
+    if r_open >= 1:
+        padded = np.pad(mask, r_open + 1, mode="edge")
+        mask = _dilate(_erode(padded, r_open), r_open)[r_open + 1:-r_open - 1, r_open + 1:-r_open - 1]
+    px_area = px_um * px_um
+    # objects strictly smaller than min_area are dropped; holes strictly smaller than max_hole filled
+    min_obj = int(np.ceil(p.min_area_um2 / px_area)) - 1
+    if min_obj >= 1 and mask.any():
+        mask = remove_small_objects(mask, min_obj)
+    max_hole = int(np.ceil(p.max_hole_area_um2 / px_area)) - 1
+    if max_hole >= 1 and mask.any():
+        mask = fill_small_holes(mask, max_hole)
+    return mask, thr
+
+
+# --- tissue fraction of rectangles ---------------------------------------------------------------
+def integral_image(mask: np.ndarray) -> np.ndarray:
+    """S[i, j] = sum of mask[:i, :j] (shape (H+1, W+1), float64)."""
+    s = np.zeros((mask.shape[0] + 1, mask.shape[1] + 1), np.float64)
+    s[1:, 1:] = np.cumsum(np.cumsum(mask.astype(np.float64), axis=0), axis=1)
+    return s
+
+
+def _bilinear(s: np.ndarray, y: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """Integral image at fractional (y, x): exact area under a per-pixel-constant mask."""
+    h, w = s.shape[0] - 1, s.shape[1] - 1
+    y = np.clip(y, 0, h)
+    x = np.clip(x, 0, w)
+    y0 = np.minimum(np.floor(y).astype(np.int64), h - 1 if h > 0 else 0)
+    x0 = np.minimum(np.floor(x).astype(np.int64), w - 1 if w > 0 else 0)
+    fy, fx = y - y0, x - x0
+    y1, x1 = np.minimum(y0 + 1, h), np.minimum(x0 + 1, w)
+    return (s[y0, x0] * (1 - fy) * (1 - fx) + s[y0, x1] * (1 - fy) * fx
+            + s[y1, x0] * fy * (1 - fx) + s[y1, x1] * fy * fx)
+
+
+def rect_fractions(integral: np.ndarray, x: np.ndarray, y: np.ndarray, w: float, h: float,
+                   scale_x: float, scale_y: float) -> np.ndarray:
+    """Area fraction of the mask inside each rectangle [x, x+w) x [y, y+h) given in level-0 px.
+
+    `scale_*` = level-0 px per mask px. Parts of a rectangle outside the mask count as background.
+    """
+    x0, x1 = x / scale_x, (x + w) / scale_x
+    y0, y1 = y / scale_y, (y + h) / scale_y
+    area = (_bilinear(integral, y1, x1) - _bilinear(integral, y0, x1)
+            - _bilinear(integral, y1, x0) + _bilinear(integral, y0, x0))
+    full = (x1 - x0) * (y1 - y0)
+    return np.clip(area / full, 0.0, 1.0)
+
+
+# --- contours and GeoJSON ------------------------------------------------------------------------
+def _drop_collinear(c: np.ndarray) -> np.ndarray:
+    """Remove points lying on the straight line through their neighbours (lossless simplification)."""
+    if len(c) < 4:
+        return c
+    prev, nxt = c[:-2], c[2:]
+    mid = c[1:-1]
+    cross = (mid[:, 0] - prev[:, 0]) * (nxt[:, 1] - prev[:, 1]) - (mid[:, 1] - prev[:, 1]) * (nxt[:, 0] - prev[:, 0])
+    keep = np.concatenate([[True], np.abs(cross) > 1e-9, [True]])
+    return c[keep]
+
+
+def _ring(contour: np.ndarray, oy: int, ox: int, scale_x: float, scale_y: float, ccw: bool) -> list[list[float]]:
+    """Marching-squares contour (row, col) in a 1-px padded crop -> closed level-0 (x, y) ring."""
+    c = _drop_collinear(contour)
+    xs = (c[:, 1] - 1 + ox + 0.5) * scale_x
+    ys = (c[:, 0] - 1 + oy + 0.5) * scale_y
+    pts = np.stack([xs, ys], axis=1)
+    if not np.allclose(pts[0], pts[-1]):
+        pts = np.vstack([pts, pts[:1]])
+    area2 = float(np.sum(pts[:-1, 0] * pts[1:, 1] - pts[1:, 0] * pts[:-1, 1]))
+    if (area2 > 0) != ccw:
+        pts = pts[::-1]
+    return np.round(pts, 2).tolist()
+
+
+def mask_polygons(mask: np.ndarray, scale_x: float, scale_y: float) -> list[list[list[list[float]]]]:
+    """Polygons (outer ring + hole rings, level-0 px) of each 4-connected tissue component."""
+    from scipy import ndimage
+    from skimage.measure import find_contours
+
+    labels, n = ndimage.label(mask)
+    polys = []
+    for i, sl in enumerate(ndimage.find_objects(labels), start=1):
+        if sl is None:
+            continue
+        comp = labels[sl] == i
+        filled = ndimage.binary_fill_holes(comp)
+        oy, ox = sl[0].start, sl[1].start
+        outer = max(find_contours(np.pad(filled, 1).astype(np.float32), 0.5), key=len)
+        rings = [_ring(outer, oy, ox, scale_x, scale_y, ccw=True)]
+        holes, _ = ndimage.label(filled & ~comp, structure=np.ones((3, 3)))
+        for j, hs in enumerate(ndimage.find_objects(holes), start=1):
+            if hs is None:
+                continue
+            hc = find_contours(np.pad(holes[hs] == j, 1).astype(np.float32), 0.5)
+            if hc:
+                rings.append(_ring(max(hc, key=len), oy + hs[0].start, ox + hs[1].start, scale_x, scale_y,
+                                   ccw=False))
+        polys.append(rings)
+    return polys
+
+
+def polygons_geojson(polys: list[list[list[list[float]]]], slide_id: str, mpp: float | None) -> dict:
+    """A QuPath-importable FeatureCollection: one `Tissue` annotation per component (level-0 px)."""
+    feats = []
+    for k, rings in enumerate(polys):
+        pts = np.asarray(rings[0])
+        area = 0.5 * abs(float(np.sum(pts[:-1, 0] * pts[1:, 1] - pts[1:, 0] * pts[:-1, 1])))
+        for hole in rings[1:]:
+            h = np.asarray(hole)
+            area -= 0.5 * abs(float(np.sum(h[:-1, 0] * h[1:, 1] - h[1:, 0] * h[:-1, 1])))
+        props = {"objectType": "annotation", "name": f"{slide_id} tissue {k + 1}",
+                 "classification": {"name": "Tissue", "color": [0, 160, 60]}, "area_px": round(area, 1)}
+        if mpp:
+            props["area_um2"] = round(area * mpp * mpp, 1)
+        feats.append({"type": "Feature", "id": f"{slide_id}-tissue-{k + 1}",
+                      "geometry": {"type": "Polygon", "coordinates": rings}, "properties": props})
+    return {"type": "FeatureCollection", "features": feats}
+
+
+# --- drawings ------------------------------------------------------------------------------------
+def draw_overlay(thumb: Image.Image, mask: np.ndarray, polys: list, thumb_ds: tuple[float, float]) -> Image.Image:
+    """Thumbnail with the mask tinted green and the contours outlined (holes in blue)."""
+    base = np.asarray(thumb.convert("RGB")).astype(np.float32)
+    m = np.asarray(Image.fromarray(mask.astype(np.uint8) * 255).resize(thumb.size, Image.Resampling.NEAREST)) > 0
+    tint = np.array([0, 200, 80], np.float32)
+    base[m] = 0.65 * base[m] + 0.35 * tint
+    img = Image.fromarray(base.astype(np.uint8))
+    draw = ImageDraw.Draw(img)
+    for rings in polys:
+        for k, ring in enumerate(rings):
+            pts = [(x / thumb_ds[0], y / thumb_ds[1]) for x, y in ring]
+            if len(pts) >= 2:
+                draw.line(pts, fill=(0, 120, 0) if k == 0 else (0, 60, 220), width=2)
+    return img
+
+
+def draw_grid(thumb: Image.Image, coords: np.ndarray, level0_size: float, thumb_ds: tuple[float, float],
+              polys: list | None = None) -> Image.Image:
+    """Thumbnail with each kept tile's outline drawn (and the tissue contours, if given)."""
+    img = thumb.convert("RGB").copy()
+    draw = ImageDraw.Draw(img)
+    for rings in polys or []:
+        pts = [(x / thumb_ds[0], y / thumb_ds[1]) for x, y in rings[0]]
+        if len(pts) >= 2:
+            draw.line(pts, fill=(0, 140, 0), width=1)
+    for x, y in np.asarray(coords).reshape(-1, 2):
+        x0, y0 = x / thumb_ds[0], y / thumb_ds[1]
+        draw.rectangle([x0, y0, x0 + level0_size / thumb_ds[0] - 1, y0 + level0_size / thumb_ds[1] - 1],
+                       outline=(20, 60, 220))
+    return img
