@@ -1,0 +1,176 @@
+"""Repository-context samples and fill-in-the-middle (FIM), at the text level (no tokenizer needed).
+
+A sample is a list of *pieces*: `Special("<file_sep>")` markers (one token each) and plain text.
+Text and markers stay apart until tokenisation, so source code that happens to contain the string
+"<file_sep>" never turns into a control token.
+
+Repository sample (StarCoder2): the files of one repository in a seeded random order; with probability
+`meta_rate` (0.5) the sample carries metadata::
+
+    <repo_name>NAME<file_sep>PATH\nCODE<file_sep>PATH\nCODE...<|endoftext|>
+
+otherwise ``<file_sep>CODE<file_sep>CODE...<|endoftext|>``.
+
+FIM, per file with probability `fim_rate`, split points drawn uniformly at character level (0..len,
+twice, sorted; so prefix, middle or suffix may be empty), then with probability `spm_rate` SPM else
+PSM. The layouts are those of bigcode's Megatron-LM (`megatron/data/gpt_dataset.py: permute`), which
+trained StarCoder / StarCoder2:
+
+    PSM: <fim_prefix>PREFIX<fim_suffix>SUFFIX<fim_middle>MIDDLE
+    SPM: <fim_prefix><fim_suffix>SUFFIX<fim_middle>PREFIX MIDDLE     ("variant 2" of Bavarian et al. 2022)
+
+In SPM the prefix follows `<fim_middle>` directly and the middle continues it, so at inference the
+same model infills from ``<fim_prefix><fim_suffix>S<fim_middle>P`` by plain continuation. FIM applies to
+the code of a file only; its `PATH\n` header (metadata samples) stays in front, as at inference time
+the path is known.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+from dataclasses import dataclass
+
+from domainfm.code.tokenizer.special import EOS, FILE_SEP, FIM_MIDDLE, FIM_PREFIX, FIM_SUFFIX, REPO_NAME
+
+
+@dataclass(frozen=True)
+class Special:
+    """One special token in a sample (rendered as its string, tokenised as its single id)."""
+
+    token: str
+
+
+Piece = Special | str
+
+
+def seeded_rng(seed: int, key: str) -> random.Random:
+    """An RNG derived from (seed, key) alone: a repository's sample does not depend on which shard,
+    worker or position it lands in, so the output is the same for any `--workers`."""
+    digest = hashlib.sha256(f"{seed}\x00{key}".encode("utf-8", "surrogatepass")).digest()
+    return random.Random(int.from_bytes(digest[:8], "little"))
+
+
+def fim_split(code: str, rng: random.Random) -> tuple[str, str, str]:
+    """Two uniform character positions in [0, len] -> (prefix, middle, suffix)."""
+    a, b = sorted((rng.randint(0, len(code)), rng.randint(0, len(code))))
+    return code[:a], code[a:b], code[b:]
+
+
+def fim_pieces(prefix: str, middle: str, suffix: str, spm: bool) -> list[Piece]:
+    if spm:
+        return [Special(FIM_PREFIX), Special(FIM_SUFFIX), suffix, Special(FIM_MIDDLE), prefix + middle]
+    return [Special(FIM_PREFIX), prefix, Special(FIM_SUFFIX), suffix, Special(FIM_MIDDLE), middle]
+
+
+def apply_fim(code: str, rng: random.Random, fim_rate: float = 0.5, spm_rate: float = 0.5) -> tuple[list[Piece], str]:
+    """FIM-transform one file with probability `fim_rate`; returns (pieces, mode in {"", "psm", "spm"})."""
+    if rng.random() >= fim_rate:
+        return [code], ""
+    prefix, middle, suffix = fim_split(code, rng)
+    spm = rng.random() < spm_rate
+    return fim_pieces(prefix, middle, suffix, spm), "spm" if spm else "psm"
+
+
+def _normalise(pieces: list[Piece]) -> list[Piece]:
+    """Merge adjacent text and drop empty text (what a decode of the token ids gives back)."""
+    out: list[Piece] = []
+    for p in pieces:
+        if isinstance(p, str):
+            if not p:
+                continue
+            if out and isinstance(out[-1], str):
+                out[-1] += p
+                continue
+        out.append(p)
+    return out
+
+
+def undo_fim(pieces: list[Piece]) -> str:
+    """Inverse of `apply_fim`: drop the FIM tokens and reorder.
+
+    With A = text between <fim_prefix> and <fim_suffix>, B = between <fim_suffix> and <fim_middle>,
+    C = after <fim_middle>, the original is A + C + B for both layouts (in SPM, A is empty and C is
+    prefix + middle), so no layout flag is needed, and empty parts are harmless.
+    """
+    pieces = _normalise(pieces)
+    if Special(FIM_PREFIX) not in pieces:
+        return "".join(p for p in pieces if isinstance(p, str))
+    i, j, k = (pieces.index(Special(t)) for t in (FIM_PREFIX, FIM_SUFFIX, FIM_MIDDLE))
+    if not i < j < k:
+        raise ValueError("FIM tokens out of order")
+
+    def text(a: int, b: int) -> str:
+        return "".join(p for p in pieces[a:b] if isinstance(p, str))
+
+    return text(i + 1, j) + text(k + 1, len(pieces)) + text(j + 1, k)
+
+
+@dataclass
+class SampleStats:
+    files: int = 0
+    psm: int = 0
+    spm: int = 0
+    with_meta: int = 0
+
+
+def repo_sample(repo_name: str, files: list[tuple[str, str]], seed: int, fim_rate: float = 0.5,
+                spm_rate: float = 0.5, meta_rate: float = 0.5,
+                stats: SampleStats | None = None) -> list[Piece]:
+    """The training sample of one repository; `files` = [(path, code)] in any order."""
+    rng = seeded_rng(seed, repo_name)
+    order = sorted(files)  # canonical first, so the corpus order does not matter
+    rng.shuffle(order)
+    meta = rng.random() < meta_rate
+    out: list[Piece] = [Special(REPO_NAME), repo_name] if meta else []
+    for path, code in order:
+        out.append(Special(FILE_SEP))
+        if meta:
+            out.append(path + "\n")
+        pieces, mode = apply_fim(code, rng, fim_rate, spm_rate)
+        out.extend(pieces)
+        if stats is not None:
+            stats.files += 1
+            stats.psm += mode == "psm"
+            stats.spm += mode == "spm"
+    out.append(Special(EOS))
+    if stats is not None:
+        stats.with_meta += meta
+    return out
+
+
+def render(pieces: list[Piece]) -> str:
+    """The sample as one string (special tokens written out): for reading and for tests."""
+    return "".join(p.token if isinstance(p, Special) else p for p in pieces)
+
+
+def parse_sample(pieces: list[Piece]) -> tuple[str | None, list[tuple[str | None, str]]]:
+    """Inverse of `repo_sample` (FIM undone): (repo_name or None, [(path or None, code)]) in sample order.
+
+    Accepts the pieces as built or as recovered from token ids (adjacent text merged)."""
+    pieces = _normalise(pieces)
+    if pieces and pieces[-1] == Special(EOS):
+        pieces = pieces[:-1]
+    repo = None
+    i = 0
+    if pieces and pieces[0] == Special(REPO_NAME):
+        if len(pieces) > 1 and isinstance(pieces[1], str):
+            repo, i = pieces[1], 2
+        else:
+            repo, i = "", 1
+    files: list[tuple[str | None, str]] = []
+    while i < len(pieces):
+        if pieces[i] != Special(FILE_SEP):
+            raise ValueError(f"expected {FILE_SEP} at piece {i}, got {pieces[i]!r}")
+        j = i + 1
+        while j < len(pieces) and pieces[j] != Special(FILE_SEP):
+            j += 1
+        body = list(pieces[i + 1:j])
+        path = None
+        if repo is not None:
+            head = body.pop(0) if body and isinstance(body[0], str) else ""
+            path, _, rest = head.partition("\n")
+            body.insert(0, rest)
+        files.append((path, undo_fim(body)))
+        i = j
+    return repo, files

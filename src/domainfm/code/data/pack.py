@@ -1,0 +1,246 @@
+"""`domainfm code pack`: curated corpus -> repository-context FIM samples -> fixed-length token shards.
+
+Flow: scan the corpus metadata (repo_name, size), hold out whole repositories for validation, cut
+each split into work units of about `shard_mb` of source, and run the units on `LocalExecutor`
+(completion markers, so a rerun after kill -9 skips finished shards and ends byte-identical). Each
+unit reads its rows, builds one sample per repository (`fim.repo_sample`), tokenises all text pieces
+with `encode_batch`, concatenates the samples into one token stream, and cuts it into rows of exactly
+`seq_len` tokens; only the last row of a shard is padded (with `<fim_pad>`, id recorded as
+`pad_id`). Samples run on across row boundaries (no truncation), as in Megatron / nanotron.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from domainfm.code.data.corpus import corpus_shards
+from domainfm.code.data.fim import SampleStats, Special, repo_sample
+from domainfm.code.data.plan import NO_REPO, make_units, scan_repos, split_repos
+from domainfm.code.data.shards import token_dtype, write_index, write_shard
+from domainfm.code.tokenizer.special import (
+    EOS,
+    FILE_SEP,
+    FIM_MIDDLE,
+    FIM_PAD,
+    FIM_PREFIX,
+    FIM_SUFFIX,
+    REPO_NAME,
+)
+from domainfm.core.errors import UserError, require
+from domainfm.core.executor import LocalExecutor
+from domainfm.core.io import atomic_write_json, sha256_file
+from domainfm.core.progress import get_logger, progress
+
+log = get_logger("pack")
+FORMAT = "domainfm-packed-v1"
+ENCODE_BATCH_CHARS = 8 << 20  # tokenise about 8M characters per encode_batch call
+
+
+def load_tokenizer(tokenizer_dir: str | Path) -> Any:
+    """The `tokenizers.Tokenizer` of a tokenizer folder, checked for the tokens packing needs.
+
+    `encode_special_tokens = True`: special-token strings that occur *in source text* are tokenised as
+    text; structure tokens are inserted by id only. (The PII placeholders are non-special added
+    tokens and stay single tokens.)"""
+    tk = require("tokenizers", "code")
+    path = Path(tokenizer_dir) / "tokenizer.json"
+    if not path.is_file():
+        raise UserError(f"{tokenizer_dir}: no tokenizer.json; train one with `domainfm code tokenizer train`")
+    tok = tk.Tokenizer.from_file(str(path))
+    missing = [t for t in (EOS, FIM_PREFIX, FIM_MIDDLE, FIM_SUFFIX, FIM_PAD, REPO_NAME, FILE_SEP)
+               if tok.token_to_id(t) is None]
+    if missing:
+        raise UserError(f"{tokenizer_dir}: tokenizer lacks {', '.join(missing)}")
+    tok.encode_special_tokens = True
+    return tok
+
+
+class PackTask:
+    """One work unit -> one shard. Picklable (stores paths only); runs in executor worker processes."""
+
+    def __init__(self, out_dir: str, show_progress: bool) -> None:
+        self.out_dir = out_dir
+        self.show_progress = show_progress
+
+    def __call__(self, rank: int, world_size: int) -> dict[str, Any]:
+        t0 = time.perf_counter()
+        out = Path(self.out_dir)
+        plan = json.loads((out / "_work" / "plan.json").read_text())
+        unit, s = plan["units"][rank], plan["settings"]
+        tok = load_tokenizer(s["tokenizer"])
+        ids = {t: tok.token_to_id(t) for t in (EOS, FIM_PREFIX, FIM_MIDDLE, FIM_SUFFIX, FIM_PAD, REPO_NAME,
+                                              FILE_SEP)}
+        rows = _read_rows([Path(f) for f in plan["corpus_files"]], unit["repos"])
+        stats = SampleStats()
+        empty = 0
+        chunks: list[np.ndarray] = []
+        batch: list[list[Any]] = []
+        n_chars = 0
+        bar = progress(total=len(unit["repos"]), desc=f"pack {unit['file']}", unit="repo", leave=False) \
+            if self.show_progress else contextlib.nullcontext()
+        for repo, refs in unit["repos"]:
+            files = []
+            for fi, ri in refs:
+                path, content = rows[(fi, ri)]
+                if content is None:
+                    empty += 1  # null content: nothing to learn from; counted, not packed
+                    continue
+                files.append((path or "", content))
+            if not files:
+                continue
+            name = "" if repo == NO_REPO else repo
+            pieces = repo_sample(name, files, s["seed"], s["fim_rate"], s["fim_spm_rate"], s["repo_meta_rate"],
+                                 stats)
+            batch.append(pieces)
+            n_chars += sum(len(p) for p in pieces if isinstance(p, str))
+            if n_chars >= ENCODE_BATCH_CHARS:
+                chunks.append(_tokenise(tok, batch, ids))
+                batch, n_chars = [], 0
+            if self.show_progress:
+                bar.update(1)
+        if batch:
+            chunks.append(_tokenise(tok, batch, ids))
+        if self.show_progress:
+            bar.close()
+        stream = np.concatenate(chunks) if chunks else np.zeros(0, dtype=np.uint32)
+        seq_len = s["seq_len"]
+        n_seqs = -(-len(stream) // seq_len)
+        n_pad = n_seqs * seq_len - len(stream)
+        seqs = np.concatenate([stream, np.full(n_pad, ids[FIM_PAD], dtype=np.uint32)])
+        write_shard(out / unit["file"], seqs.astype(np.dtype(s["dtype"])).reshape(n_seqs, seq_len))
+        return {"split": unit["split"], "file": unit["file"], "n_seqs": int(n_seqs), "n_tokens": int(len(stream)),
+                "n_pad_tokens": int(n_pad), "n_repos": len(unit["repos"]), "n_files": stats.files,
+                "n_null_content": empty, "fim_psm": stats.psm, "fim_spm": stats.spm,
+                "samples_with_meta": stats.with_meta, "seconds": round(time.perf_counter() - t0, 3)}
+
+
+def _read_rows(files: list[Path], repos: list[list[Any]]) -> dict[tuple[int, int], tuple[str, str | None]]:
+    """(file_idx, row_idx) -> (path, content) for the rows of these repos, reading only their row groups."""
+    pq = require("pyarrow.parquet", "code")
+    wanted: dict[int, set[int]] = {}
+    for _, refs in repos:
+        for fi, ri in refs:
+            wanted.setdefault(fi, set()).add(ri)
+    out: dict[tuple[int, int], tuple[str, str | None]] = {}
+    for fi, rows in sorted(wanted.items()):
+        pf = pq.ParquetFile(files[fi])
+        start = 0
+        for g in range(pf.metadata.num_row_groups):
+            n = pf.metadata.row_group(g).num_rows
+            local = sorted(r - start for r in rows if start <= r < start + n)
+            if local:
+                t = pf.read_row_group(g, columns=["path", "content"]).take(local)
+                for r, p, c in zip(local, t.column(0).to_pylist(), t.column(1).to_pylist(), strict=True):
+                    out[(fi, start + r)] = (p, c)
+            start += n
+    return out
+
+
+def _tokenise(tok: Any, samples: list[list[Any]], ids: dict[str, int]) -> np.ndarray:
+    """Token ids of a batch of samples, concatenated: text pieces via one `encode_batch` call."""
+    texts = [p for pieces in samples for p in pieces if isinstance(p, str) and p]
+    encs = iter(tok.encode_batch(texts, add_special_tokens=False))
+    out: list[int] = []
+    for pieces in samples:
+        for p in pieces:
+            if isinstance(p, Special):
+                out.append(ids[p.token])
+            elif p:
+                out.extend(next(encs).ids)
+    return np.asarray(out, dtype=np.uint32)
+
+
+def pack_corpus(corpus_dir: str | Path, tokenizer_dir: str | Path, out_dir: str | Path, seq_len: int,
+                fim_rate: float = 0.5, seed: int = 0, val_fraction: float = 0.05, workers: int = 1,
+                fim_spm_rate: float = 0.5, repo_meta_rate: float = 0.5, shard_mb: float = 32.0,
+                overwrite: bool = False) -> dict[str, Any]:
+    """Pack a curated corpus into `out_dir` (see module doc); returns the index (also `out_dir/index.json`).
+
+    Rerunning with the same arguments resumes an interrupted run (or returns at once when finished)."""
+    if seq_len < 2:
+        raise UserError(f"--seq-len must be >= 2 (got {seq_len})")
+    for name, v in (("fim-rate", fim_rate), ("val-fraction", val_fraction), ("fim-spm-rate", fim_spm_rate),
+                    ("repo-meta-rate", repo_meta_rate)):
+        if not 0.0 <= v <= 1.0:
+            raise UserError(f"--{name} must be in [0, 1] (got {v})")
+    if val_fraction >= 1.0:
+        raise UserError("--val-fraction must be < 1 (some repositories must remain for training)")
+    t0 = time.perf_counter()
+    out = Path(out_dir)
+    files = corpus_shards(corpus_dir)
+    tok = load_tokenizer(tokenizer_dir)
+    vocab_size = tok.get_vocab_size(with_added_tokens=True)
+    settings = {
+        "seq_len": seq_len, "dtype": token_dtype(vocab_size).name, "vocab_size": vocab_size, "seed": seed,
+        "tokenizer": str(Path(tokenizer_dir).resolve()),
+        "tokenizer_sha256": sha256_file(Path(tokenizer_dir) / "tokenizer.json"),
+        "fim_rate": fim_rate, "fim_spm_rate": fim_spm_rate, "repo_meta_rate": repo_meta_rate,
+        "val_fraction": val_fraction, "shard_mb": shard_mb,
+        "corpus": [[str(f.resolve()), f.stat().st_size] for f in files],
+    }
+    fingerprint = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()
+    plan_path = out / "_work" / "plan.json"
+    if overwrite and out.exists():
+        shutil.rmtree(out)
+    if plan_path.is_file():
+        old = json.loads(plan_path.read_text())
+        if old.get("fingerprint") != fingerprint:
+            raise UserError(f"{out} holds a pack made with other settings or data; "
+                            "pass --overwrite to replace it (or choose another -o)")
+    elif out.exists() and any(out.iterdir()):
+        raise UserError(f"{out} exists and is not a pack in progress; pass --overwrite or choose another -o")
+    if (out / "index.json").is_file() and plan_path.is_file():
+        log.info("pack: %s is already complete", out)
+        return json.loads((out / "index.json").read_text())
+
+    if plan_path.is_file():
+        plan = json.loads(plan_path.read_text())
+    else:
+        members, counts = scan_repos(files)
+        if not members:
+            raise UserError(f"{corpus_dir}: the corpus has no rows")
+        train, val = split_repos(sorted(members), val_fraction, seed)
+        shard_bytes = int(shard_mb * 2**20)
+        units = make_units("train", train, members, shard_bytes) + make_units("val", val, members, shard_bytes)
+        plan = {"fingerprint": fingerprint, "settings": settings, "corpus_files": [str(f) for f in files],
+                "counts": counts, "repos": {"train": train, "val": val}, "units": units}
+        atomic_write_json(plan_path, plan)
+
+    ex = LocalExecutor(PackTask(str(out), show_progress=workers <= 1), n_tasks=len(plan["units"]),
+                       logging_dir=out / "_work", workers=workers, name="pack")
+    summaries = ex.run()
+    index = _build_index(plan, summaries)
+    write_index(out, index)
+    index["seconds"] = round(time.perf_counter() - t0, 2)  # reported, not stored: the index is deterministic
+    return index
+
+
+def _build_index(plan: dict[str, Any], summaries: list[dict[str, Any]]) -> dict[str, Any]:
+    s = plan["settings"]
+    tok = load_tokenizer(s["tokenizer"])
+    splits: dict[str, Any] = {}
+    for name in ("train", "val"):
+        sums = [x for x in summaries if x["split"] == name]
+        keys = ("n_seqs", "n_tokens", "n_pad_tokens", "n_files", "n_null_content", "fim_psm", "fim_spm",
+                "samples_with_meta")
+        splits[name] = {"shards": [{"file": x["file"], "n_seqs": x["n_seqs"]} for x in sums],
+                        **{k: sum(x[k] for x in sums) for k in keys},
+                        "n_repos": len(plan["repos"][name]), "repos": plan["repos"][name]}
+    return {"format": FORMAT, "seq_len": s["seq_len"], "dtype": s["dtype"], "vocab_size": s["vocab_size"],
+            "seed": s["seed"], "tokenizer": s["tokenizer"], "tokenizer_sha256": s["tokenizer_sha256"],
+            "fim_rate": s["fim_rate"], "fim_spm_rate": s["fim_spm_rate"], "fim_layout": "starcoder2",
+            "repo_meta_rate": s["repo_meta_rate"], "val_fraction": s["val_fraction"],
+            "pad_id": tok.token_to_id(FIM_PAD), "eos_id": tok.token_to_id(EOS),
+            "corpus_rows": plan["counts"]["rows"], "rows_without_repo_name": plan["counts"]["no_repo_name"],
+            "splits": splits}
+
+
+__all__ = ["pack_corpus", "load_tokenizer", "PackTask"]
