@@ -1,0 +1,250 @@
+"""Feature extraction: tiles -> (N, D) embeddings in HDF5, batched through a DataLoader.
+
+* `extract_image_folder`: an ImageFolder tree (``root/<class>/**/*.jpg``) -> one ``features.h5`` with
+  ``features`` (N, D), ``labels`` (N,) = class index in sorted folder-name order, ``paths`` (N,)
+  relative to the root, and the attribute ``classes``.
+* `extract_slide_features`: one tiling coords file -> ``features`` (N, D) + ``coords`` (N, 2), tiles
+  re-read with `domainfm.pathology.slides.read_tiles` exactly as tiling defined them.
+* `extract_tiles_dir`: every slide of a tiling output; finished slides are skipped (resumable per slide).
+
+Every file is written to a temporary name and renamed, so a killed run never leaves a partial file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from domainfm.core.errors import UserError
+from domainfm.core.progress import get_logger, progress
+from domainfm.pathology.ssl.data import IMAGE_SUFFIXES
+
+log = get_logger("pathology.features")
+
+
+def list_image_folder(root: str | Path) -> tuple[list[Path], np.ndarray, list[str]]:
+    """ImageFolder listing: (files, labels (N,), classes) with classes = sorted sub-folder names."""
+    r = Path(root)
+    if not r.is_dir():
+        raise UserError(f"image folder not found: {r}")
+    classes = sorted(d.name for d in r.iterdir() if d.is_dir() and not d.name.startswith("."))
+    if not classes:
+        raise UserError(f"{r}: no class sub-folders (expected ROOT/<class>/*.jpg, like PCam's 0/ and 1/)")
+    files: list[Path] = []
+    labels: list[int] = []
+    for ci, c in enumerate(classes):
+        found = sorted(f for f in (r / c).rglob("*") if f.suffix.lower() in IMAGE_SUFFIXES and f.is_file())
+        files += found
+        labels += [ci] * len(found)
+    if not files:
+        raise UserError(f"{r}: no images in the class folders {classes}")
+    return files, np.asarray(labels, dtype=np.int64), classes
+
+
+class _ImageFiles:
+    """Dataset over image paths -> (transform(image), ok flag); an unreadable file gives ok=False."""
+
+    def __init__(self, files: list[Path], transform: Any) -> None:
+        self.files, self.transform = files, transform
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, i: int) -> tuple[Any, bool]:
+        from PIL import Image
+
+        try:
+            with Image.open(self.files[i]) as im:
+                return self.transform(im.convert("RGB")), True
+        except Exception as exc:  # noqa: BLE001 - reported and accounted for by the caller
+            log.warning("unreadable image: %s (%s)", self.files[i], exc)
+            size = getattr(self.transform, "image_size", None) or _probe_size(self.transform)
+            import torch
+
+            return torch.zeros(3, size, size), False
+
+
+def _probe_size(transform: Any) -> int:
+    from PIL import Image
+
+    return int(transform(Image.new("RGB", (8, 8))).shape[-1])
+
+
+def _autocast(device: str, fp16: bool) -> Any:
+    import torch
+
+    if fp16 and str(device).startswith("cuda"):
+        return torch.autocast("cuda", dtype=torch.float16)
+    return contextlib.nullcontext()
+
+
+def embed_batches(model: Any, batches: Any, device: str = "cpu", fp16: bool = False) -> Iterator[np.ndarray]:
+    """Run `model` over an iterable of (B, 3, S, S) tensors -> float32 (B, D) arrays."""
+    import torch
+
+    model.eval()
+    with torch.inference_mode(), _autocast(device, fp16):
+        for x in batches:
+            yield model(x.to(device, non_blocking=True)).float().cpu().numpy()
+
+
+def embed_files(model: Any, files: list[Path], transform: Any, *, batch_size: int = 64, device: str = "cpu",
+                num_workers: int = 0, fp16: bool = False, desc: str = "embed") -> tuple[np.ndarray, np.ndarray]:
+    """(features (N, D) float32, ok (N,) bool) for image files, in order."""
+    import torch
+
+    loader = torch.utils.data.DataLoader(_ImageFiles(files, transform), batch_size=batch_size,
+                                         num_workers=num_workers, shuffle=False,
+                                         pin_memory=str(device).startswith("cuda"))
+    oks: list[torch.Tensor] = []
+
+    def images() -> Iterator[torch.Tensor]:
+        for x, ok in loader:
+            oks.append(ok)
+            yield x
+
+    feats = []
+    with progress(total=len(files), desc=desc, unit="img") as bar:
+        for f in embed_batches(model, images(), device, fp16):
+            feats.append(f)
+            bar.update(len(f))
+    return np.concatenate(feats), torch.cat(oks).numpy().astype(bool)
+
+
+def extract_image_folder(encoder: Any, folder: str | Path, out_h5: str | Path, *, batch_size: int = 64,
+                         device: str = "cpu", num_workers: int = 0, fp16: bool = False,
+                         max_per_class: int | None = None, seed: int = 0) -> Path:
+    """ImageFolder -> `out_h5` (features, labels, paths; attrs classes, encoder). Unreadable files are
+    left out and listed in the attribute ``skipped``. `max_per_class` keeps a seeded random subset."""
+    import h5py
+
+    from domainfm.core.io import atomic_path
+
+    root = Path(folder)
+    files, labels, classes = list_image_folder(root)
+    if max_per_class:
+        rng = np.random.default_rng(seed)
+        keep = np.sort(np.concatenate([rng.permutation(np.flatnonzero(labels == c))[:max_per_class]
+                                       for c in range(len(classes))]))
+        files, labels = [files[i] for i in keep], labels[keep]
+    feats, ok = embed_files(encoder.model, files, encoder.transform, batch_size=batch_size, device=device,
+                            num_workers=num_workers, fp16=fp16, desc=f"extract {root.name}")
+    rel = [str(f.relative_to(root)) for f in files]
+    skipped = [r for r, k in zip(rel, ok, strict=True) if not k]
+    dtype = np.float16 if fp16 else np.float32
+    with atomic_path(out_h5) as tmp, h5py.File(tmp, "w") as h5:
+        h5.create_dataset("features", data=feats[ok].astype(dtype))
+        h5.create_dataset("labels", data=labels[ok])
+        h5.create_dataset("paths", data=np.asarray([r for r, k in zip(rel, ok, strict=True) if k], dtype=object),
+                          dtype=h5py.string_dtype())
+        h5.attrs["classes"] = classes
+        h5.attrs["root"] = str(root)
+        h5.attrs["encoder"] = encoder.name
+        h5.attrs["encoder_config"] = _json(encoder.config)
+        h5.attrs["skipped"] = skipped
+    if skipped:
+        log.warning("%d unreadable images left out (listed in %s attrs['skipped'])", len(skipped), out_h5)
+    return Path(out_h5)
+
+
+def _json(obj: Any) -> str:
+    import json
+
+    return json.dumps(obj, default=str)
+
+
+def _read_tiles_fn() -> Any:
+    try:
+        from domainfm.pathology.slides import read_tiles
+    except ImportError:
+        raise UserError("slide reading is not available (domainfm.pathology.slides.read_tiles missing)") from None
+    return read_tiles
+
+
+def extract_slide_features(encoder: Any, coords_h5: str | Path, out_h5: str | Path, batch_size: int = 64,
+                           device: str = "cpu", num_workers: int = 0, fp16: bool = False,
+                           slide_path: str | Path | None = None) -> Path:
+    """One tiled slide -> `out_h5` with features (N, D) and coords (N, 2) + the coords file's attrs.
+
+    Tiles are read in the coords file's order; decoding runs in a background thread pool when
+    `num_workers` > 0 (slide readers are not fork-safe, threads are)."""
+    import h5py
+    import torch
+
+    from domainfm.core.io import atomic_path
+
+    read_tiles = _read_tiles_fn()
+    with h5py.File(coords_h5, "r") as src:
+        attrs = dict(src.attrs)
+        n = int(src["coords"].shape[0])
+    tf = encoder.transform
+    pool = None
+    if num_workers > 0:
+        from concurrent.futures import ThreadPoolExecutor
+
+        pool = ThreadPoolExecutor(num_workers)
+
+    coords_out: list[np.ndarray] = []
+
+    def batches() -> Iterator[torch.Tensor]:
+        kw = {"batch_size": batch_size}
+        if slide_path is not None:
+            kw["slide_path"] = slide_path
+        for coords, images in read_tiles(coords_h5, **kw):
+            coords_out.append(np.asarray(coords))
+            tensors = list(pool.map(tf, images)) if pool else [tf(im) for im in images]
+            yield torch.stack(tensors)
+
+    feats: list[np.ndarray] = []
+    try:
+        for f in embed_batches(encoder.model, batches(), device, fp16):
+            feats.append(f)
+    finally:
+        if pool:
+            pool.shutdown()
+    d = encoder.embed_dim
+    features = np.concatenate(feats) if feats else np.zeros((0, d), np.float32)
+    coords = np.concatenate(coords_out) if coords_out else np.zeros((0, 2), np.int64)
+    if len(features) != n:
+        raise UserError(f"{coords_h5}: read {len(features)} tiles but the file lists {n}")
+    with atomic_path(out_h5) as tmp, h5py.File(tmp, "w") as h5:
+        h5.create_dataset("features", data=features.astype(np.float16 if fp16 else np.float32))
+        h5.create_dataset("coords", data=coords.astype(np.int64))
+        for k, v in attrs.items():
+            with contextlib.suppress(TypeError, ValueError):
+                h5.attrs[k] = v
+        h5.attrs["encoder"] = encoder.name
+        h5.attrs["encoder_config"] = _json(encoder.config)
+    return Path(out_h5)
+
+
+def extract_tiles_dir(encoder: Any, tiles_out: str | Path, out_dir: str | Path, *, batch_size: int = 64,
+                      device: str = "cpu", num_workers: int = 0, fp16: bool = False) -> dict[str, Any]:
+    """Every ``tiles_out/coords/*.h5`` -> ``out_dir/<slide_id>.h5``; finished slides are skipped, a slide
+    that fails is logged with its reason and the others go on. Returns {slide_id: status/reason}."""
+    coords_dir = Path(tiles_out) / "coords"
+    if not coords_dir.is_dir():
+        raise UserError(f"{tiles_out}: not a tiling output (no coords/ folder; run `domainfm pathology tile`)")
+    files = sorted(coords_dir.glob("*.h5"))
+    if not files:
+        raise UserError(f"{coords_dir}: no coords files")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    status: dict[str, Any] = {}
+    for f in progress(files, desc="slides", unit="slide"):
+        target = out / f.name
+        if target.exists():
+            status[f.stem] = "skipped (done)"
+            continue
+        try:
+            extract_slide_features(encoder, f, target, batch_size=batch_size, device=device,
+                                   num_workers=num_workers, fp16=fp16)
+            status[f.stem] = "ok"
+        except Exception as exc:  # noqa: BLE001 - one bad slide must not stop the batch
+            log.error("slide %s failed: %s", f.stem, exc)
+            status[f.stem] = f"failed: {exc}"
+    return status

@@ -1,0 +1,290 @@
+"""MoCo v2 pretraining loop: CPU, one GPU, or torchrun DDP; atomic checkpoints; exact resume.
+
+Outputs under ``cfg.output``: ``model.safetensors`` + ``config.json`` (the encoder, loadable with
+`domainfm.pathology.load_encoder`), ``pretrain_config.yaml``, ``checkpoints/last.pt``,
+``history.json`` (loss per step, kNN per epoch), ``loss_curve.png``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from domainfm.core.config import config_to_dict, save_config
+from domainfm.core.errors import UserError
+from domainfm.core.io import atomic_path, atomic_write_json
+from domainfm.core.progress import get_logger, progress
+from domainfm.pathology.ssl.augment import AugmentConfig, TwoCrops, moco_v2_transform
+from domainfm.pathology.ssl.config import MocoConfig
+from domainfm.pathology.ssl.data import EpochSampler, TileDataset, find_images
+from domainfm.pathology.ssl.moco import MoCo
+
+log = get_logger("pathology.ssl")
+
+
+def resolve(cfg: MocoConfig) -> MocoConfig:
+    """Fill the automatic fields (device, backbone) and check the values."""
+    if not cfg.tiles:
+        raise UserError("give the tiles folder (domainfm pathology pretrain TILES -o ENCODER)")
+    if not cfg.output:
+        raise UserError("give the encoder folder to write with -o/--output")
+    device = cfg.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError(f"--device {device}: CUDA is not available here")
+    backbone = cfg.backbone or ("resnet50" if device.startswith("cuda") else "resnet18")
+    if cfg.batch_size < 2:
+        raise UserError("--batch-size must be at least 2")
+    if cfg.max_steps <= 0 and cfg.epochs <= 0:
+        raise UserError("give --max-steps N or --epochs N")
+    if cfg.queue_size < cfg.batch_size:
+        raise UserError(f"--queue-size {cfg.queue_size} is smaller than the batch ({cfg.batch_size})")
+    return replace(cfg, device=device, backbone=backbone)
+
+
+def auto_bn_splits(batch_size: int, requested: int) -> int:
+    """Sub-batches for SplitBatchNorm: `requested`, or ~32 images each (upstream's per-GPU batch), at least 2."""
+    if requested > 0:
+        if batch_size % requested:
+            raise UserError(f"--bn-splits {requested} does not divide --batch-size {batch_size}")
+        return requested
+    if batch_size < 16:
+        return 1
+    # at least two sub-batches: with one, query and key batches share BN statistics (the MoCo "cheat")
+    target = max(2, batch_size // 32)
+    divisors = [d for d in range(1, batch_size + 1) if batch_size % d == 0 and batch_size // d >= 2]
+    return min(divisors, key=lambda d: abs(d - target))
+
+
+def lr_at(step: int, total: int, base: float, warmup: int) -> float:
+    """Linear warm-up then cosine decay to 0 over `total` steps (MoCo v2's cosine schedule, per step)."""
+    if step < warmup:
+        return base * (step + 1) / warmup
+    t = (step - warmup) / max(1, total - warmup)
+    return base * 0.5 * (1.0 + math.cos(math.pi * t))
+
+
+def _dist_env() -> tuple[int, int, int]:
+    return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1)), int(os.environ.get("LOCAL_RANK", 0))
+
+
+def build_model(cfg: MocoConfig, world: int = 1) -> tuple[MoCo, int]:
+    from domainfm.pathology.features.encoders import build_backbone
+
+    torch.manual_seed(cfg.seed)
+    backbone, width = build_backbone(cfg.backbone)
+    splits = auto_bn_splits(cfg.batch_size, cfg.bn_splits) if world == 1 else max(1, cfg.bn_splits)
+    model = MoCo(backbone, width, dim=cfg.dim, queue_size=cfg.queue_size, momentum=cfg.momentum,
+                 temperature=cfg.temperature, bn_splits=splits)
+    return model, width
+
+
+def _save_checkpoint(path: Path, model: MoCo, opt: torch.optim.Optimizer, state: dict[str, Any],
+                     gen: torch.Generator) -> None:
+    ckpt = {"model": model.state_dict(), "optimizer": opt.state_dict(), "state": state,
+            "generator": gen.get_state(), "torch_rng": torch.get_rng_state()}
+    with atomic_path(path) as tmp:
+        torch.save(ckpt, tmp)
+
+
+def plot_history(history: dict[str, Any], path: Path) -> None:
+    """Loss per step (and kNN accuracy per epoch, when monitored) as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    loss = np.asarray(history["loss"], dtype=float)
+    fig, ax = plt.subplots(figsize=(7, 4))
+    ax.plot(np.arange(1, len(loss) + 1), loss, lw=0.6, alpha=0.5, label="loss")
+    if len(loss) >= 20:
+        w = max(5, len(loss) // 50)
+        ax.plot(np.arange(w, len(loss) + 1), np.convolve(loss, np.ones(w) / w, mode="valid"), lw=1.5,
+                label=f"loss (mean of {w})")
+    ax.set_xlabel("step")
+    ax.set_ylabel("InfoNCE loss")
+    if history.get("knn"):
+        ax2 = ax.twinx()
+        steps = [h["step"] for h in history["knn"]]
+        ax2.plot(steps, [h["accuracy"] for h in history["knn"]], "o-", color="C3", label="kNN accuracy")
+        ax2.set_ylabel("kNN accuracy")
+    ax.legend(loc="upper right")
+    ax.set_title("MoCo v2 pretraining")
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
+    plt.close(fig)
+
+
+def knn_monitor(backbone: torch.nn.Module, cfg: MocoConfig, device: str) -> dict[str, float]:
+    """Leave-one-out weighted kNN accuracy (k=20) of the backbone's features on the labelled val folder."""
+    import numpy as np
+
+    from domainfm.pathology.features.encoders import make_transform
+    from domainfm.pathology.features.extract import embed_files, list_image_folder
+    from domainfm.pathology.features.probe import knn_loo_accuracy
+
+    files, labels, _ = list_image_folder(cfg.val_dir)
+    if len(files) > cfg.val_max:
+        keep = np.sort(np.random.default_rng(0).permutation(len(files))[:cfg.val_max])
+        files, labels = [files[i] for i in keep], labels[keep]
+    was_training = backbone.training
+    feats, ok = embed_files(backbone, files, make_transform(cfg.image_size), batch_size=cfg.batch_size,
+                            device=device, num_workers=0, desc="kNN monitor")
+    backbone.train(was_training)
+    return {"accuracy": knn_loo_accuracy(feats[ok], labels[ok], k=20), "n": int(ok.sum())}
+
+
+def pretrain(cfg: MocoConfig, stop_at_step: int | None = None) -> Path:
+    """Train MoCo v2 on `cfg.tiles`, write the encoder to `cfg.output`; returns that folder.
+
+    `stop_at_step` ends this session early after a checkpoint (as a kill would; the tests use it);
+    rerunning with ``resume=True`` continues exactly where it stopped."""
+    cfg = resolve(cfg)
+    rank, world, local_rank = _dist_env()
+    distributed = world > 1
+    device = cfg.device
+    if distributed:
+        import torch.distributed as dist
+
+        if device.startswith("cuda"):
+            device = f"cuda:{local_rank}"
+            torch.cuda.set_device(device)
+        dist.init_process_group("nccl" if device.startswith("cuda") else "gloo")
+    if cfg.threads > 0:
+        torch.set_num_threads(cfg.threads)
+    out = Path(cfg.output)
+    ckpt_path = out / "checkpoints" / "last.pt"
+    if ckpt_path.exists() and not cfg.resume:
+        raise UserError(f"{out} already holds a run (checkpoints/last.pt); pass --resume to continue it "
+                        "or choose another --output")
+    files = find_images(cfg.tiles)
+    steps_per_epoch = len(files) // (cfg.batch_size * world)
+    if steps_per_epoch == 0:
+        raise UserError(f"{len(files)} images is fewer than one batch of {cfg.batch_size * world}")
+    total = cfg.max_steps if cfg.max_steps > 0 else cfg.epochs * steps_per_epoch
+    if cfg.queue_size > len(files):
+        log.warning("queue (%d) is larger than the data set (%d images): the queue will hold stale copies "
+                    "of the current images; consider --queue-size <= %d", cfg.queue_size, len(files), len(files))
+
+    model, width = build_model(cfg, world)
+    model.to(device)
+    if device.startswith("cuda"):
+        model = model.to(memory_format=torch.channels_last)
+    base_lr = cfg.lr or 0.03 * cfg.batch_size * world / 256
+    opt = torch.optim.SGD(model.encoder_q.parameters(), lr=base_lr, momentum=cfg.sgd_momentum,
+                          weight_decay=cfg.weight_decay)
+    gen = torch.Generator().manual_seed(cfg.seed + 1)  # shuffled-BN permutations
+    state: dict[str, Any] = {"step": 0, "total": total, "loss": [], "knn": [], "images_seen": 0, "seconds": 0.0}
+    if ckpt_path.exists():
+        ckpt = torch.load(ckpt_path, map_location=device, weights_only=False)
+        model.load_state_dict(ckpt["model"])
+        opt.load_state_dict(ckpt["optimizer"])
+        state = ckpt["state"]
+        gen.set_state(ckpt["generator"])
+        torch.set_rng_state(ckpt["torch_rng"])
+        if state["total"] != total:
+            log.warning("resuming with %d total steps instead of %d: the cosine schedule changes", total,
+                        state["total"])
+            state["total"] = total
+        log.info("resumed from step %d / %d", state["step"], total)
+    if rank == 0:
+        out.mkdir(parents=True, exist_ok=True)
+        save_config(cfg, out / "pretrain_config.yaml")
+    net: Any = model
+    if distributed:
+        net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[local_rank] if device.startswith("cuda")
+                                                         else None)
+    aug = AugmentConfig(image_size=cfg.image_size, crop_scale_min=cfg.crop_scale_min, color_jitter=cfg.color_jitter,
+                        grayscale_p=cfg.grayscale_p, blur_p=cfg.blur_p, vflip=cfg.vflip, rot90=cfg.rot90,
+                        hed_jitter=cfg.hed_jitter)
+    dataset = TileDataset(files, TwoCrops(moco_v2_transform(aug)))
+    amp = torch.autocast("cuda", dtype=torch.bfloat16) if device.startswith("cuda") else None
+    model.train()
+    if rank == 0:
+        bar = progress(total=total, initial=state["step"], desc="MoCo v2", unit="step")
+    else:
+        from tqdm import tqdm
+
+        bar = tqdm(total=total, disable=True)
+    t_start = time.perf_counter() - state["seconds"]
+    while state["step"] < total:
+        epoch, start_batch = divmod(state["step"], steps_per_epoch)
+        sampler = EpochSampler(len(files), cfg.batch_size, cfg.seed, epoch, start_batch, rank, world)
+        loader = torch.utils.data.DataLoader(dataset, batch_size=cfg.batch_size, sampler=sampler, drop_last=True,
+                                             num_workers=cfg.workers, pin_memory=device.startswith("cuda"),
+                                             persistent_workers=False)
+        t_win, n_win = time.perf_counter(), 0
+        for im_q, im_k in loader:
+            step = state["step"]
+            lr = lr_at(step, total, base_lr, cfg.warmup_steps)
+            for g in opt.param_groups:
+                g["lr"] = lr
+            im_q, im_k = im_q.to(device, non_blocking=True), im_k.to(device, non_blocking=True)
+            if amp is not None:
+                with amp:
+                    loss = net(im_q, im_k, generator=gen)
+            else:
+                loss = net(im_q, im_k, generator=gen)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            loss_v = float(loss.detach())
+            if not math.isfinite(loss_v):
+                raise RuntimeError(f"loss became {loss_v} at step {step}; lower --lr")
+            state["step"] += 1
+            state["loss"].append(loss_v)
+            state["images_seen"] += cfg.batch_size * world
+            n_win += cfg.batch_size * world
+            elapsed = time.perf_counter() - t_win
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss_v:.3f}", img_s=f"{n_win / max(elapsed, 1e-9):.0f}", lr=f"{lr:.4f}")
+            state["seconds"] = time.perf_counter() - t_start
+            done = state["step"] >= total
+            interrupted = stop_at_step is not None and state["step"] >= stop_at_step
+            if rank == 0 and (state["step"] % cfg.checkpoint_every == 0 or done or interrupted):
+                _save_checkpoint(ckpt_path, model, opt, state, gen)
+            if interrupted and not done:
+                bar.close()
+                return out
+            if done:
+                break
+        epoch_done = state["step"] % steps_per_epoch == 0 or state["step"] >= total
+        if cfg.val_dir and rank == 0 and epoch_done:
+            res = knn_monitor(model.backbone, cfg, device)
+            state["knn"].append({"step": state["step"], "epoch": epoch + 1, **res})
+            log.info("epoch %d: kNN accuracy %.4f on %d val images", epoch + 1, res["accuracy"], res["n"])
+            _save_checkpoint(ckpt_path, model, opt, state, gen)
+    bar.close()
+    if rank == 0:
+        _finish(model, cfg, width, state, files, out)
+    if distributed:
+        import torch.distributed as dist
+
+        dist.barrier()
+        dist.destroy_process_group()
+    return out
+
+
+def _finish(model: MoCo, cfg: MocoConfig, width: int, state: dict[str, Any], files: list[Path], out: Path) -> None:
+    from domainfm.pathology.features.encoders import save_encoder
+
+    seconds = state["seconds"]
+    extra = {"name": out.name, "method": "moco_v2", "steps": state["step"], "images_seen": state["images_seen"],
+             "train_seconds": round(seconds, 1), "n_train_images": len(files),
+             "final_loss": float(sum(state["loss"][-20:]) / max(1, len(state["loss"][-20:]))),
+             "pretrain": config_to_dict(cfg)}
+    save_encoder(model.backbone, out, arch=cfg.backbone, embed_dim=width, image_size=cfg.image_size, extra=extra)
+    atomic_write_json(out / "history.json", {"loss": state["loss"], "knn": state["knn"]})
+    plot_history(state, out / "loss_curve.png")
+    log.info("encoder written to %s (%d steps, %.0f images/s)", out, state["step"],
+             state["images_seen"] / max(seconds, 1e-9))
+    print(json.dumps({"encoder": str(out), "steps": state["step"], "final_loss": round(extra["final_loss"], 4),
+                      "seconds": round(seconds, 1)}))
