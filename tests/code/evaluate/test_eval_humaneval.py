@@ -24,7 +24,7 @@ def test_canonical_solutions_pass_all_164(sandbox: Sandbox, tmp_path: Path) -> N
     problems = get_task("humaneval").load().problems
     assert len(problems) == 164
     samples = _write(tmp_path / "s.jsonl", [{"task_id": p.task_id, "completion": p.reference} for p in problems])
-    res = evaluate(EvalConfig(tasks=["humaneval"], samples=str(samples), output=str(tmp_path / "out"), workers=2))
+    res = evaluate(EvalConfig(tasks=["humaneval"], samples=str(samples), output=str(tmp_path / "out"), workers=6))
     assert res["humaneval"]["pass@1"] == 1.0
     lines = [json.loads(x) for x in (tmp_path / "out" / "samples_results.jsonl").read_text().splitlines()]
     assert [r["task_id"] for r in lines] == [p.task_id for p in problems]  # input order

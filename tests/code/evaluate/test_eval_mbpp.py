@@ -11,7 +11,11 @@ from pathlib import Path
 from domainfm.code.evaluate.sandbox import Sandbox
 from domainfm.code.evaluate.tasks import get_task
 
-KNOWN_BROKEN: dict[str, str] = {}
+KNOWN_BROKEN: dict[str, str] = {
+    # not wrong, but too slow: an O(n^2) divisor scan over 1..9999 takes ~5-10 s of CPU on an idle core and
+    # over a minute on a loaded machine, beyond the task's 10 s per-program timeout (bigcode's harness uses 3 s)
+    "MBPP/123": "reference solution too slow for the timeout (amicable numbers up to 9999, O(n^2))",
+}
 
 
 def test_mbpp_reference_solutions_pass(data_dir: Path, sandbox: Sandbox) -> None:
@@ -19,6 +23,9 @@ def test_mbpp_reference_solutions_pass(data_dir: Path, sandbox: Sandbox) -> None
     problems = task.load(data_dir).problems
     assert [p.task_id for p in problems[:2]] == ["MBPP/11", "MBPP/12"] and problems[-1].task_id == "MBPP/510"
     # the reference is a whole program; the prompt (a docstring) is prepended as in the bigcode harness
-    results = sandbox.run_many([task.program(p, p.reference) for p in problems], workers=2)
-    failed = {p.task_id: r.result for p, r in zip(problems, results, strict=True) if not r.passed}
-    assert set(failed) == set(KNOWN_BROKEN), failed
+    run = [p for p in problems if p.task_id not in KNOWN_BROKEN]
+    assert len(run) == 500 - len(KNOWN_BROKEN)
+    # sandbox start-up is mostly waiting (namespace set-up), so more workers than cores pays off
+    results = sandbox.run_many([task.program(p, p.reference) for p in run], workers=6)
+    failed = {p.task_id: r.result for p, r in zip(run, results, strict=True) if not r.passed}
+    assert failed == {}

@@ -51,7 +51,7 @@ def _check(sandbox: Sandbox, task: Task, pairs: list[tuple]) -> list[bool]:
     programs = [task.program(p, c) for p, c in pairs]
     if all(pr is None for pr in programs):
         return [bool(task.exact_match(p, c)) for p, c in pairs]
-    res = sandbox.run_many(programs, workers=2)
+    res = sandbox.run_many(programs, workers=4)
     return [r.passed for r in res]
 
 

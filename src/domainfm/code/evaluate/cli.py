@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import typer
 
 
@@ -25,7 +27,7 @@ def register(app: typer.Typer) -> None:
         seed: int = typer.Option(0, "--seed"),
         batch_size: int = typer.Option(8, "--batch-size", help="sequences per generation batch"),
         limit: int | None = typer.Option(None, "--limit", help="only the first N problems of each task"),
-        workers: int = typer.Option(2, "--workers", help="parallel sandboxes"),
+        workers: int | None = typer.Option(None, "--workers", help="parallel sandboxes [default: 2 x CPUs]"),
         timeout: float | None = typer.Option(None, "--timeout", help="seconds per program (default: the task's)"),
         unsafe_local_execution: bool = typer.Option(
             False, "--unsafe-local-execution", help="run model code WITHOUT a sandbox when bwrap is missing"),
@@ -42,7 +44,7 @@ def register(app: typer.Typer) -> None:
                          endpoint=endpoint, endpoint_model=endpoint_model, samples=samples, data_dir=data_dir,
                          n_samples=n_samples, temperature=temperature, top_p=top_p,
                          max_new_tokens=max_new_tokens, seed=seed, batch_size=batch_size, limit=limit,
-                         workers=workers, timeout=timeout, unsafe_local_execution=unsafe_local_execution,
+                         workers=workers or 2 * (os.cpu_count() or 1), timeout=timeout, unsafe_local_execution=unsafe_local_execution,
                          device=device)
         res = evaluate(cfg)
         scores = {k: v for k, v in res.items() if k != "metadata"}

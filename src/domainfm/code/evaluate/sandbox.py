@@ -7,9 +7,9 @@ Every program gets (when `bwrap` is available):
   and nothing else of the host's files: no home, no project, no data;
 - a private, empty, writable `/tmp` (a size-capped tmpfs) as working directory, a small `/dev/shm`, and
   nothing else writable (`/` and `/dev` are remounted read-only);
-- resource limits set in the child before `bwrap` starts (CPU seconds, address space, file size, open
-  files) and, inside the new namespace, the number of processes (`prlimit --nproc`): RLIMIT_NPROC is
-  counted per user *inside the new user namespace*, so the limit holds per sandbox;
+- resource limits applied by `prlimit` inside the sandbox, just before the interpreter starts (CPU
+  seconds, address space, file size, open files, core dumps, processes). RLIMIT_NPROC is counted per user
+  *inside the new user namespace*, so the process limit holds per sandbox;
 - when the harness runs as root, the sandbox runs as an unprivileged uid (`sandbox_uid`, default 65534):
   the kernel never applies RLIMIT_NPROC to root, so a fork bomb run as root would only be stopped by the
   clock. Dropping to an ordinary uid makes the process limit bite;
@@ -136,10 +136,13 @@ class Sandbox:
         """Find bwrap and probe it once; without it, refuse unless unsafe execution was asked for."""
         if self._checked:
             return
+        self._prlimit = shutil.which("prlimit") or "/usr/bin/prlimit"
+        if not os.path.exists(self._prlimit):
+            raise UserError("the 'prlimit' tool (util-linux) is required to set resource limits; install util-linux")
         bwrap = find_bwrap()
         if bwrap is not None:
             probe = subprocess.run([bwrap, *self._bwrap_args(), "/usr/bin/true"], capture_output=True,
-                                   preexec_fn=self._preexec(), timeout=30)
+                                   timeout=30, **self._user_kwargs())
             if probe.returncode != 0:
                 log.warning("bwrap is installed but cannot create a sandbox here: %s",
                             probe.stderr.decode(errors="replace").strip()[:200])
@@ -171,22 +174,30 @@ class Sandbox:
             return str(Path(node).resolve())
         raise ValueError(f"unknown language {language!r}")
 
-    def _argv(self, program: Program) -> list[str]:
+    def _limits_argv(self, timeout: float) -> list[str]:
+        """`prlimit` in front of the interpreter: the limits apply to it and everything it starts."""
+        lim, mb = self.limits, 1 << 20
+        cpu = max(lim.cpu_seconds, int(timeout) + 1)  # a longer wall budget gets as much CPU
+        return [self._prlimit, f"--cpu={cpu}:{cpu + 1}", f"--as={lim.memory_mb * mb}",
+                f"--fsize={lim.file_size_mb * mb}", f"--nofile={lim.open_files}", "--core=0",
+                f"--nproc={lim.nproc if self._bwrap else lim.nproc + 512}", "--"]
+
+    def _argv(self, program: Program, timeout: float) -> list[str]:
         interp = self.interpreter(program.language)
         if program.language == "python":
             inner = [interp, "-I", "-S", "-B", "-"]  # isolated mode, no site-packages, no .pyc writes
         else:
             inner = [interp, "-"]
-        nproc = self.limits.nproc
+        # RLIMIT_NPROC is set inside the new user namespace, so it counts only this sandbox's processes
+        # (without bwrap it counts all of the user's processes: a loose, best-effort bound)
+        inner = [*self._limits_argv(timeout), *inner]
         if self._bwrap is None:
             return inner
         extra: list[str] = []
         prefix = Path(interp).parent.parent
         if not str(prefix).startswith("/usr"):
             extra += ["--ro-bind", str(prefix), str(prefix)]
-        # RLIMIT_NPROC is set inside the new user namespace, so it counts only this sandbox's processes
-        return [self._bwrap, *self._bwrap_args(extra), "--", "/usr/bin/prlimit",
-                f"--nproc={nproc}:{nproc}", "--", *inner]
+        return [self._bwrap, *self._bwrap_args(extra), "--", *inner]
 
     def _bwrap_args(self, extra: list[str] | None = None) -> list[str]:
         tmp_mb = self.limits.tmp_mb
@@ -204,46 +215,11 @@ class Sandbox:
                 "--clearenv", "--setenv", "PATH", "/usr/bin:/bin", "--setenv", "HOME", "/tmp",
                 "--setenv", "LANG", "C.UTF-8", "--setenv", "PYTHONHASHSEED", "0"]
 
-    def _preexec(self, timeout: float | None = None):  # noqa: ANN202 - runs in the child before exec
-        lim = self.limits
-        cpu = max(lim.cpu_seconds, int(timeout or 0) + 1)  # a longer wall budget gets as much CPU
-        drop = os.geteuid() == 0 and self._bwrap_present()
-        uid = self.sandbox_uid
-
-        def pre() -> None:
-            import resource
-
-            mb = 1 << 20
-            resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 1))
-            resource.setrlimit(resource.RLIMIT_AS, (lim.memory_mb * mb, lim.memory_mb * mb))
-            resource.setrlimit(resource.RLIMIT_FSIZE, (lim.file_size_mb * mb, lim.file_size_mb * mb))
-            resource.setrlimit(resource.RLIMIT_NOFILE, (lim.open_files, lim.open_files))
-            resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
-            if drop:
-                os.setgroups([])
-                os.setgid(uid)
-                os.setuid(uid)
-
-        return pre
-
-    @staticmethod
-    def _bwrap_present() -> bool:
-        return find_bwrap() is not None
-
-    def _unsafe_preexec(self, timeout: float | None = None):  # noqa: ANN202
-        base = self._preexec(timeout)
-        nproc = self.limits.nproc
-
-        def pre() -> None:
-            import resource
-
-            base()
-            try:  # without a user namespace this counts all of the user's processes; best effort
-                resource.setrlimit(resource.RLIMIT_NPROC, (nproc + 256, nproc + 256))
-            except (ValueError, OSError):
-                pass
-
-        return pre
+    def _user_kwargs(self) -> dict:
+        """Run the sandbox as an ordinary uid when we are root: the kernel never applies RLIMIT_NPROC to root."""
+        if os.geteuid() == 0 and find_bwrap() is not None:
+            return {"user": self.sandbox_uid, "group": self.sandbox_uid, "extra_groups": []}
+        return {}
 
     # -- running --------------------------------------------------------------------------------
     def run(self, program: Program) -> ExecResult:
@@ -256,8 +232,7 @@ class Sandbox:
             tail = f"\nprocess.stderr.write('\\n{nonce}\\n');\n"
         source = (program.source + tail).encode("utf-8", errors="surrogatepass")
         timeout = program.timeout or self.limits.timeout
-        argv = self._argv(program)
-        preexec = self._preexec(timeout) if self._bwrap else self._unsafe_preexec(timeout)
+        argv = self._argv(program, timeout)
         t0 = time.perf_counter()
         env = None if self._bwrap else {"PATH": "/usr/bin:/bin", "HOME": "/tmp", "LANG": "C.UTF-8"}
         cwd = None
@@ -268,7 +243,7 @@ class Sandbox:
             tmpdir = tempfile.mkdtemp(prefix="domainfm-unsafe-")
             cwd = tmpdir
         proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                                preexec_fn=preexec, start_new_session=True, close_fds=True, env=env, cwd=cwd)
+                                start_new_session=True, close_fds=True, env=env, cwd=cwd, **self._user_kwargs())
         try:
             err, timed_out, flooded = _communicate(proc, source, t0 + timeout, self.limits.output_bytes)
         finally:
