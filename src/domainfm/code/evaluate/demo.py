@@ -11,20 +11,25 @@ from domainfm.core.demo import DemoContext
 
 def run(ctx: DemoContext) -> None:
     from domainfm.code.evaluate.harness import EvalConfig, evaluate
-    from domainfm.code.evaluate.sandbox import find_bwrap
+    from domainfm.code.evaluate.sandbox import Sandbox
     from domainfm.code.evaluate.tasks import get_task
+    from domainfm.core.errors import UserError
 
     out = Path(ctx.out) / "code" / "evaluate"
-    unsafe = find_bwrap() is None
-    if unsafe:
-        print("  bwrap is not installed: executing WITHOUT a sandbox for the demo (see the warning)")
+    try:
+        Sandbox().check()
+        unsafe = False
+    except UserError as exc:
+        print(f"  {exc}\n  -> the demo executes WITHOUT a sandbox (see the warning)")
+        unsafe = True
+    workers = 2 * max(1, ctx.workers)  # sandbox start-up is mostly kernel waiting: overlap it
 
     model = ctx.state.get("model")
     if model and Path(model).is_dir():
         n = 2 if ctx.quick else 6
         res = evaluate(EvalConfig(tasks=["humaneval"], model=str(model), output=str(out / "tiny-model"),
                                   limit=n, max_new_tokens=32 if ctx.quick else 64, batch_size=n,
-                                  workers=ctx.workers, unsafe_local_execution=unsafe))
+                                  workers=workers, unsafe_local_execution=unsafe))
         print(f"  tiny model on {n} HumanEval problems: pass@1 = {res['humaneval']['pass@1']:.3f} "
               f"(near 0 is expected for a model this small); outputs in {out / 'tiny-model'}")
     else:
@@ -38,7 +43,7 @@ def run(ctx: DemoContext) -> None:
     samples.write_text("".join(json.dumps({"task_id": p.task_id, "completion": p.reference}) + "\n"
                                for p in problems))
     res = evaluate(EvalConfig(tasks=["humaneval"], samples=str(samples), output=str(out / "canonical"),
-                              workers=ctx.workers, unsafe_local_execution=unsafe))
+                              workers=workers, unsafe_local_execution=unsafe))
     t = res["metadata"]["tasks"]["humaneval"]
     print(f"  canonical solutions: pass@1 = {res['humaneval']['pass@1']:.3f} on {t['n_problems']} problems "
           f"({t['timing']['samples_per_s']} samples/s, sandboxed={res['metadata']['sandbox']['isolated']})")
