@@ -1,0 +1,41 @@
+"""The curation config: one typed dataclass shared by the CLI, YAML files and the Python API."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass
+class CurateConfig:
+    sources: list[str] = field(default_factory=list, metadata={"help": "directories of repos, repos, git repos, archives"})
+    out: str = field(default="", metadata={"help": "output folder"})
+    workers: int = field(default=1, metadata={"help": "worker processes"})
+    layout: str = field(default="auto", metadata={"help": "auto | repo (each SRC is one repo) | repos (SRC holds repos)"})
+    max_file_size: int = field(default=1_000_000, metadata={"help": "drop files larger than this many bytes"})
+    license_types: list[str] = field(default_factory=lambda: ["permissive", "no_license"],
+                                     metadata={"help": "license types kept"})
+    opt_out: str = field(default="", metadata={"help": "opt-out file: lines 'owner' or 'owner/repo'"})
+    languages: list[str] = field(default_factory=list, metadata={"help": "keep only these languages (default all known)"})
+    quality: bool = field(default=True, metadata={"help": "apply the StarCoder quality filters"})
+    near_dedup: bool = field(default=True, metadata={"help": "MinHash near-deduplication"})
+    num_perm: int = field(default=256, metadata={"help": "MinHash permutations"})
+    ngram: int = field(default=5, metadata={"help": "tokens per shingle"})
+    bands: int = field(default=25, metadata={"help": "LSH bands"})
+    rows: int = field(default=10, metadata={"help": "LSH rows per band"})
+    pii: bool = field(default=True, metadata={"help": "redact emails, IPs, keys and passwords"})
+    humaneval: bool = field(default=True, metadata={"help": "decontaminate against HumanEval"})
+    mbpp: str = field(default="", metadata={"help": "MBPP jsonl (default $DOMAINFM_DATA/code/mbpp/mbpp.jsonl; 'none' to skip)"})
+    decontaminate: list[str] = field(default_factory=list, metadata={"help": "extra JSONL files of benchmark texts"})
+    decontaminate_field: str = field(default="text", metadata={"help": "text field of --decontaminate files"})
+    decontam_min_chars: int = field(default=40, metadata={"help": "ignore benchmark texts shorter than this"})
+    files_per_shard: int = field(default=2000, metadata={"help": "files per shard (resumable unit)"})
+    keep_work: bool = field(default=False, metadata={"help": "keep intermediate shards under OUT/.work"})
+
+    def fingerprint_dict(self) -> dict:
+        """What decides the output (workers and bookkeeping flags excluded)."""
+        from domainfm.core.config import config_to_dict
+
+        d = config_to_dict(self)
+        for k in ("workers", "keep_work", "out"):
+            d.pop(k, None)
+        return d
