@@ -100,3 +100,19 @@ def test_bad_config(gen: Generator) -> None:
         gen.infill(["a", "b"], ["c"])
     with pytest.raises(UserError, match="context"):
         gen.complete(["x"], GenerationConfig(max_new_tokens=1000))
+
+
+def test_any_causal_lm_folder_gptbigcode(tmp_path: Path, gen_tokenizer: Path) -> None:
+    import torch
+    from transformers import AutoTokenizer, GPTBigCodeConfig, GPTBigCodeForCausalLM
+
+    tok = AutoTokenizer.from_pretrained(gen_tokenizer)
+    torch.manual_seed(0)
+    cfg = GPTBigCodeConfig(vocab_size=len(tok), n_embd=32, n_layer=2, n_head=4, n_positions=128, multi_query=True,
+                           bos_token_id=0, eos_token_id=0)
+    GPTBigCodeForCausalLM(cfg).save_pretrained(tmp_path / "m")
+    tok.save_pretrained(tmp_path / "m")
+    g = Generator(tmp_path / "m")
+    batched = g.complete(PROMPTS, GenerationConfig(max_new_tokens=8, batch_size=4))
+    assert batched == [g.complete([p], GenerationConfig(max_new_tokens=8))[0] for p in PROMPTS]
+    assert len(g.infill(["a"], ["b"], GenerationConfig(max_new_tokens=4))[0]) == 1

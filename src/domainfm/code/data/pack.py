@@ -208,6 +208,10 @@ def pack_corpus(corpus_dir: str | Path, tokenizer_dir: str | Path, out_dir: str 
         if not members:
             raise UserError(f"{corpus_dir}: the corpus has no rows")
         train, val = split_repos(sorted(members), val_fraction, seed)
+        # shards follow the corpus order (a repository at its first row): a work unit then reads a
+        # contiguous run of row groups instead of the whole corpus; the trainer shuffles sequences
+        train.sort(key=lambda r: members[r][0][:2])
+        val.sort(key=lambda r: members[r][0][:2])
         shard_bytes = int(shard_mb * 2**20)
         units = make_units("train", train, members, shard_bytes) + make_units("val", val, members, shard_bytes)
         plan = {"fingerprint": fingerprint, "settings": settings, "corpus_files": [str(f) for f in files],

@@ -44,7 +44,7 @@ def _repo_key(seed: int, repo: str) -> int:
 
 
 def split_repos(repos: list[str], val_fraction: float, seed: int) -> tuple[list[str], list[str]]:
-    """Hold out whole repositories: (train, val), each in a seeded random order.
+    """Hold out whole repositories: (train, val).
 
     Repositories are ranked by a seeded hash; the first round(val_fraction * n) (at least one when
     val_fraction > 0 and there are two or more repositories, never all) form the validation split.

@@ -44,12 +44,15 @@ def build_empty_tokenizer() -> Any:
     return tok
 
 
-def _texts(files: list[Path], max_bytes: int | None, stats: dict[str, int]) -> Iterator[str]:
+def _texts(files: list[Path], max_bytes: int | None, stats: dict[str, int], bar: Any = None) -> Iterator[str]:
     """Stream file contents (via `read_parquet_rows`), stopping after `max_bytes` of text if given."""
     from domainfm.core.io import read_parquet_rows
 
     for row in read_parquet_rows(files, columns=["content"], batch_size=256):
         text = row["content"]
+        if bar is not None:
+            bar.update(1)
+            bar.set_postfix_str(f"{stats['bytes'] / 2**20:.1f} MiB", refresh=False)
         if not text:
             stats["empty"] += 1
             continue
@@ -100,13 +103,7 @@ def train_tokenizer(corpus_dir: str | Path, out_dir: str | Path, vocab_size: int
     stats = {"docs": 0, "empty": 0, "bytes": 0}
     bar = progress(total=n_rows, desc="tokenizer: reading corpus", unit="file")
 
-    def feed() -> Iterator[str]:
-        for text in _texts(files, max_bytes, stats):
-            bar.update(1)
-            bar.set_postfix_str(f"{stats['bytes'] / 2**20:.1f} MiB", refresh=False)
-            yield text
-
-    tok.train_from_iterator(feed(), trainer=trainer, length=n_rows)
+    tok.train_from_iterator(_texts(files, max_bytes, stats, bar), trainer=trainer, length=n_rows)
     bar.close()
     if stats["docs"] == 0:
         raise UserError(f"{corpus_dir}: the corpus has no non-empty file to train on")
