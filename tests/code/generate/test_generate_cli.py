@@ -32,6 +32,14 @@ def test_prompts_file(tiny_model: Path, tmp_path: Path, capsys: pytest.CaptureFi
     assert len(capsys.readouterr().out.strip().splitlines()) == 2
 
 
+def test_stop_flag(tiny_model: Path, capsys: pytest.CaptureFixture) -> None:
+    full = Generator(tiny_model).complete(["x = "], GenerationConfig(max_new_tokens=16))[0][0]
+    stop = full[2:4]
+    assert main(["code", "generate", str(tiny_model), "--prompt", "x = ", "--max-new-tokens", "16",
+                 "--stop", stop, "--stop", "NEVER"]) == 0
+    assert capsys.readouterr().out == full[:full.find(stop)] + "\n"
+
+
 def test_bad_input(tiny_model: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     assert main(["code", "generate", str(tiny_model)]) == 2
     assert "exactly one" in capsys.readouterr().err
