@@ -91,7 +91,8 @@ def test_index_and_reader(packed: Path) -> None:
     ds = PackedDataset(packed, "train")
     assert len(ds) == train["n_seqs"] and ds[0].shape == (SEQ,) and ds[0].dtype == np.int64
     assert train["n_tokens"] + train["n_pad_tokens"] == train["n_seqs"] * SEQ
-    assert int((np.stack([ds[i] for i in range(len(ds))]) == idx["pad_id"]).sum()) == train["n_pad_tokens"]
+    assert ds.pad_id == idx["pad_id"] == 4  # <fim_pad>
+    assert int((np.stack([ds[i] for i in range(len(ds))]) == ds.pad_id).sum()) == train["n_pad_tokens"]
 
 
 def test_literal_special_token_text_stays_text(packed: Path, pack_tokenizer: Path) -> None:

@@ -58,6 +58,8 @@ class PackedDataset:
             raise UserError(f"{packed_dir}: no split {split!r}; have {', '.join(self.index['splits'])}")
         self.seq_len = int(self.index["seq_len"])
         self.dtype = np.dtype(self.index["dtype"])
+        # padding token of the last row of each shard (None for packs without padding): mask it from the loss
+        self.pad_id: int | None = self.index.get("pad_id")
         self._maps: list[np.memmap] = []
         for sh in self.index["splits"][split]["shards"]:
             if sh["n_seqs"]:
