@@ -65,20 +65,31 @@ def ours_plan(path: Path, mpp: float | None, cfg: TileConfig) -> int:
         return len(plan_tiles(s, cfg, mpp).coords)
 
 
-def timed(fn: Callable[[], int], repeats: int, setup: Callable[[], None] = lambda: None) -> tuple[float, int]:
-    times, n = [], 0
-    for _ in range(repeats):
+def interleaved(methods: dict[str, Callable[[], int]], repeats: int, setup: Callable[[], None],
+                tag: str) -> dict[str, tuple[float, int]]:
+    """One untimed warm-up call per method, then `repeats` rounds calling every method in turn (so
+    load changes on a shared machine hit all methods alike); returns {name: (median s, result)}."""
+    for fn in methods.values():
         setup()
-        t0 = time.perf_counter()
-        n = fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times), n
+        fn()
+    times: dict[str, list[float]] = {k: [] for k in methods}
+    res: dict[str, int] = {}
+    for _ in range(repeats):
+        for name, fn in methods.items():
+            setup()
+            t0 = time.perf_counter()
+            res[name] = fn()
+            times[name].append(time.perf_counter() - t0)
+    for name, ts in times.items():
+        print(f"  {tag:<12} {name:<16} runs {' '.join(f'{t:.3f}' for t in ts)}  median {statistics.median(ts):.3f}s",
+              flush=True)
+    return {k: (statistics.median(v), res[k]) for k, v in times.items()}
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", default=os.environ.get("DOMAINFM_DATA"), help="shared data dir (DOMAINFM_DATA)")
-    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--tcga-mpp", type=float, default=0.25,
                     help="ASSUMED µm/px of the TCGA slide (it has no resolution metadata)")
     args = ap.parse_args()
@@ -97,18 +108,21 @@ def main() -> None:
         shutil.rmtree(out, ignore_errors=True)
         shutil.rmtree(bdir, ignore_errors=True)
 
-    print(f"tiling benchmark: target 0.5 µm/px, 224 px, min tissue 0.5, median of {args.repeats} repeats")
+    print(f"tiling benchmark: target 0.5 µm/px, 224 px, min tissue 0.5, median of {args.repeats} repeats",
+          flush=True)
     for path, assumed in slides:
         with open_slide(path) as s:
             mpp = assumed or s.mpp
             ngrid_base = ((s.dimensions[0] - round(224 * 0.5 / mpp)) // round(224 * 0.5 / mpp) + 1) * (
                 (s.dimensions[1] - round(224 * 0.5 / mpp)) // round(224 * 0.5 / mpp) + 1)
-        tb, nb = timed(lambda p=path, m=mpp: baseline(p, m, cfg, None), args.repeats)
-        tp, npn = timed(lambda p=path, a=assumed: ours_plan(p, a, cfg), args.repeats)
-        tf, nf = timed(lambda p=path, a=assumed: tile_slide(p, out, cfg, mpp=a)["n_tiles"], args.repeats, clean)
-        tbt, nbt = timed(lambda p=path, m=mpp: baseline(p, m, cfg, bdir), args.repeats, clean)
-        tot, not_ = timed(lambda p=path, a=assumed: tile_slide(p, out, cfg_t, mpp=a)["n_tiles"], args.repeats,
-                          clean)
+        m = interleaved({
+            "baseline coords": lambda p=path, m=mpp: baseline(p, m, cfg, None),
+            "ours plan": lambda p=path, a=assumed: ours_plan(p, a, cfg),
+            "ours tile_slide": lambda p=path, a=assumed: tile_slide(p, out, cfg, mpp=a)["n_tiles"],
+            "baseline tiles": lambda p=path, m=mpp: baseline(p, m, cfg, bdir),
+            "ours tiles": lambda p=path, a=assumed: tile_slide(p, out, cfg_t, mpp=a)["n_tiles"],
+        }, args.repeats, clean, path.name[:12])
+        (tb, nb), (tp, npn), (tf, _), (tbt, nbt), (tot, not_) = m.values()
         clean()
         for k, v in zip(totals, (tb, tp, tf, tbt, tot), strict=True):
             totals[k] += v

@@ -24,7 +24,8 @@ def tile(
         "(CSV values override the metadata of the slides they name)"),
     tissue_threshold: float | None = typer.Option(  # noqa: UP007
         None, "--tissue-threshold", help="fixed saturation threshold in [0, 1] (default: Otsu)"),
-    mask_mpp: float = typer.Option(2.0, "--mask-mpp", help="resolution of the tissue mask / thumbnail, µm/px"),
+    mask_mpp: float = typer.Option(4.0, "--mask-mpp", help="resolution of the tissue mask, µm/px"),
+    thumb_mpp: float = typer.Option(2.0, "--thumb-mpp", help="resolution of thumbnails and overlays, µm/px"),
     min_area: float = typer.Option(10_000.0, "--min-area", help="smallest tissue piece kept, µm²"),
     max_hole: float = typer.Option(20_000.0, "--max-hole", help="holes smaller than this are filled, µm²"),
     save_tiles: bool = typer.Option(False, "--save-tiles/--no-save-tiles",
@@ -43,7 +44,7 @@ def tile(
     from domainfm.pathology.slides.tiling import TileConfig
 
     cfg = TileConfig(target_mpp=target_mpp, tile_size=tile_size, min_tissue=min_tissue, overlap=overlap,
-                     tissue_threshold=tissue_threshold, mask_mpp=mask_mpp, min_area_um2=min_area,
+                     tissue_threshold=tissue_threshold, mask_mpp=mask_mpp, thumb_mpp=thumb_mpp, min_area_um2=min_area,
                      max_hole_area_um2=max_hole, save_tiles=save_tiles, tile_format=tile_format,
                      jpeg_quality=jpeg_quality, allow_upsample=allow_upsample, backend=backend)
     rows = tile_slides([str(s) for s in slides], out, cfg, slide_mpp=slide_mpp, workers=workers, force=force)

@@ -24,6 +24,7 @@ import os
 import shutil
 import time
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -51,8 +52,9 @@ class TileConfig:
     overlap: float = field(default=0.0, metadata={"help": "fraction of a tile shared with its neighbour"})
     slide_mpp: float | None = field(default=None, metadata={"help": "µm/px for slides without metadata"})
     allow_upsample: bool = field(default=False, metadata={"help": "tile slides coarser than target_mpp"})
-    mask_mpp: float = field(default=2.0, metadata={"help": "tissue mask / thumbnail resolution, µm/px"})
-    overview_max_side: int = field(default=2048, metadata={"help": "cap on the mask/thumbnail size, px"})
+    mask_mpp: float = field(default=4.0, metadata={"help": "tissue mask resolution, µm/px"})
+    thumb_mpp: float = field(default=2.0, metadata={"help": "thumbnail resolution, µm/px"})
+    overview_max_side: int = field(default=2048, metadata={"help": "cap on the thumbnail size, px"})
     tissue_threshold: float | None = field(default=None, metadata={"help": "saturation threshold; None=Otsu"})
     min_saturation: float = field(default=0.05, metadata={"help": "floor for the Otsu threshold"})
     close_um: float = field(default=16.0, metadata={"help": "mask closing radius, µm"})
@@ -97,6 +99,7 @@ class TilePlan:
     n_grid: int
     thumb: Image.Image
     thumb_ds: tuple[float, float]
+    mask_ds: tuple[float, float]
     mask: np.ndarray
     threshold: float
     upsampled: bool
@@ -140,14 +143,19 @@ def plan_tiles(slide: Slide, cfg: TileConfig, mpp: float | None = None) -> TileP
     level_mpp = slide_mpp * ds
     read_size = max(1, int(round(cfg.tile_size * cfg.target_mpp / level_mpp)))
     stride = max(1, int(round(read_size * (1.0 - cfg.overlap))))
-    # overview: mask_mpp µm/px, at most overview_max_side px, never finer than level 0
+    # thumbnail: thumb_mpp µm/px, at most overview_max_side px, never finer than level 0;
+    # the mask is computed on a coarser copy of it (mask_mpp), which is all tile selection needs
     W, H = slide.dimensions
-    over_ds = max(cfg.mask_mpp / slide_mpp, max(W, H) / cfg.overview_max_side, 1.0)
+    over_ds = max(cfg.thumb_mpp / slide_mpp, max(W, H) / cfg.overview_max_side, 1.0)
     thumb = regions.read_overview(slide, over_ds, cfg.use_associated_thumbnail)
     thumb_ds = (W / thumb.width, H / thumb.height)
+    m_ds = max(cfg.mask_mpp / slide_mpp, over_ds)
+    small = thumb if m_ds <= over_ds * 1.0001 else thumb.resize(
+        (max(1, round(W / m_ds)), max(1, round(H / m_ds))), Image.Resampling.BOX)
+    mask_ds = (W / small.width, H / small.height)
     params = tissue.TissueParams(cfg.tissue_threshold, cfg.min_saturation, 1.0, cfg.close_um, cfg.open_um,
                                  cfg.min_area_um2, cfg.max_hole_area_um2)
-    mask, thr = tissue.tissue_mask(np.asarray(thumb), slide_mpp * thumb_ds[0], params)
+    mask, thr = tissue.tissue_mask(np.asarray(small), slide_mpp * mask_ds[0], params)
     # grid at the read level, full tiles only (row-major: y, then x)
     lw, lh = slide.level_dimensions[level]
     xs = np.arange(0, lw - read_size + 1, stride, dtype=np.int64)
@@ -156,10 +164,10 @@ def plan_tiles(slide: Slide, cfg: TileConfig, mpp: float | None = None) -> TileP
     lc = np.stack([gx.ravel(), gy.ravel()], axis=1)
     c0 = np.rint(lc * ds).astype(np.int64)
     frac = tissue.rect_fractions(tissue.integral_image(mask), c0[:, 0].astype(np.float64),
-                                 c0[:, 1].astype(np.float64), read_size * ds, read_size * ds, *thumb_ds)
+                                 c0[:, 1].astype(np.float64), read_size * ds, read_size * ds, *mask_ds)
     keep = frac >= cfg.min_tissue - 1e-9 if cfg.min_tissue > 0 else np.ones(len(frac), bool)
     return TilePlan(slide_mpp, src, level, level_mpp, ds, read_size, stride, c0[keep], lc[keep],
-                    frac[keep].astype(np.float32), len(lc), thumb, thumb_ds, mask, thr, upsampled)
+                    frac[keep].astype(np.float32), len(lc), thumb, thumb_ds, mask_ds, mask, thr, upsampled)
 
 
 def _save_png(img: Image.Image, path: Path) -> None:
@@ -167,17 +175,30 @@ def _save_png(img: Image.Image, path: Path) -> None:
         img.save(tmp, format="PNG", compress_level=1)
 
 
-def _write_tiles(slide: Slide, plan: TilePlan, cfg: TileConfig, out_dir: Path) -> None:
+def _write_tiles(slide: Slide, plan: TilePlan, cfg: TileConfig, out_dir: Path, pool: ThreadPoolExecutor) -> None:
     final = out_dir / "tiles" / slide.slide_id
     part = out_dir / "tiles" / f".{slide.slide_id}.partial"
     shutil.rmtree(part, ignore_errors=True)
     part.mkdir(parents=True)
     fmt = "JPEG" if cfg.tile_format == "jpg" else "PNG"
     opts: dict[str, Any] = {"quality": cfg.jpeg_quality} if fmt == "JPEG" else {"compress_level": 1}
+
+    def save(arr: np.ndarray, name: str) -> None:
+        Image.fromarray(arr).save(part / name, format=fmt, **opts)
+
+    # reading (slide library) and encoding (Pillow) both release the GIL: overlap them, with a
+    # bounded queue of pending encodes so memory stays flat on huge slides
+    pending: list[Future[None]] = []
     for i, arr in regions.iter_tile_arrays(slide, plan.level, plan.level_coords, plan.read_size,
                                            cfg.tile_size, cfg.max_region):
         x, y = plan.coords[i]
-        Image.fromarray(arr).save(part / f"{x}_{y}.{cfg.tile_format}", format=fmt, **opts)
+        pending.append(pool.submit(save, np.ascontiguousarray(arr), f"{x}_{y}.{cfg.tile_format}"))
+        if len(pending) >= 64:
+            for f in pending[:32]:
+                f.result()
+            pending = pending[32:]
+    for f in pending:
+        f.result()
     if final.exists():
         shutil.rmtree(final)
     os.replace(part, final)
@@ -197,17 +218,23 @@ def tile_slide(slide_path: str | os.PathLike[str], out_dir: str | os.PathLike[st
     with open_slide(slide_path, backend=cfg.backend) as slide:
         sid = slide.slide_id
         plan = plan_tiles(slide, cfg, mpp)
-        polys = tissue.mask_polygons(plan.mask, *plan.thumb_ds)
+        polys = tissue.mask_polygons(plan.mask, *plan.mask_ds)
         geo = tissue.polygons_geojson(polys, sid, plan.slide_mpp)
-        atomic_write_text(out / "geojson" / f"{sid}.geojson", json.dumps(geo))
-        _save_png(plan.thumb, out / "thumbnails" / f"{sid}.png")
-        _save_png(Image.fromarray(plan.mask.astype(np.uint8) * 255), out / "masks" / f"{sid}.png")
-        _save_png(tissue.draw_overlay(plan.thumb, plan.mask, polys, plan.thumb_ds),
-                  out / "masks" / f"{sid}_overlay.png")
-        _save_png(tissue.draw_grid(plan.thumb, plan.coords, plan.read_size * plan.downsample, plan.thumb_ds,
-                                   polys), out / "grids" / f"{sid}.png")
-        if cfg.save_tiles:
-            _write_tiles(slide, plan, cfg, out)
+        with ThreadPoolExecutor(max_workers=2) as pool:  # PNG/JPEG encoding overlaps tile reading
+            jobs = [
+                pool.submit(atomic_write_text, out / "geojson" / f"{sid}.geojson", json.dumps(geo)),
+                pool.submit(_save_png, plan.thumb, out / "thumbnails" / f"{sid}.png"),
+                pool.submit(_save_png, Image.fromarray(plan.mask.astype(np.uint8) * 255),
+                            out / "masks" / f"{sid}.png"),
+                pool.submit(_save_png, tissue.draw_overlay(plan.thumb, plan.mask, polys, plan.thumb_ds),
+                            out / "masks" / f"{sid}_overlay.png"),
+                pool.submit(_save_png, tissue.draw_grid(plan.thumb, plan.coords, plan.read_size * plan.downsample,
+                                                        plan.thumb_ds, polys), out / "grids" / f"{sid}.png"),
+            ]
+            if cfg.save_tiles:
+                _write_tiles(slide, plan, cfg, out, pool)
+            for j in jobs:
+                j.result()
         attrs = {
             "format_version": FORMAT_VERSION, "slide_id": sid, "slide_path": str(Path(slide_path).resolve()),
             "backend": slide.backend, "tile_size": cfg.tile_size, "target_mpp": cfg.target_mpp,
@@ -219,6 +246,7 @@ def tile_slide(slide_path: str | os.PathLike[str], out_dir: str | os.PathLike[st
             "resample": "bilinear", "slide_dimensions": list(slide.dimensions),
             "level_dimensions": list(slide.level_dimensions[plan.level]), "n_grid": plan.n_grid,
             "thumb_downsample": plan.thumb_ds[0], "thumb_downsample_xy": list(plan.thumb_ds),
+            "mask_downsample_xy": list(plan.mask_ds),
             "tile_format": cfg.tile_format if cfg.save_tiles else "",
             # CLAM / TRIDENT names for the same facts
             "patch_level": plan.level, "patch_size": plan.read_size, "downsample": [plan.downsample] * 2,
