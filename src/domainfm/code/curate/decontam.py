@@ -12,7 +12,7 @@ import ast
 import json
 import os
 import re
-from collections import defaultdict
+from collections import Counter, defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -126,13 +126,14 @@ class Decontaminator:
         self.index: dict[str, list[Item]] = defaultdict(list)
         self.always: list[Item] = []  # items without an interior word: checked against every file
         self.n_items = 0
-        for it in items:
-            if len(it.text) < min_chars:
-                continue
-            # an interior word is a whole token wherever the item occurs (its ends may be mid-token)
-            interior = _WORD.findall(it.text)[1:-1]
+        kept = [it for it in items if len(it.text) >= min_chars]
+        # an interior word is a whole token wherever the item occurs (its ends may be mid-token);
+        # the anchor is the interior word rarest among the items, then the longest: few checks per file
+        interiors = [_WORD.findall(it.text)[1:-1] for it in kept]
+        df: Counter = Counter(w for words in interiors for w in set(words))
+        for it, interior in zip(kept, interiors, strict=True):
             if interior:
-                self.index[max(interior, key=lambda w: (len(w), w))].append(it)
+                self.index[min(interior, key=lambda w: (df[w], -len(w), w))].append(it)
             else:
                 self.always.append(it)
             self.n_items += 1

@@ -4,7 +4,9 @@ Every top-level stdlib module/package is one repository ``cpython/<name>`` (with
 LICENSE.txt at its root); every installed distribution is one repository ``pypi/<name>`` made of its
 top-level packages plus its ``*.dist-info`` folder (whose METADATA/LICENSE files give its licenses).
 To fit the demo budget (about 4 minutes on 2 cores) the selection is deterministic: repositories in
-name order, skipping very large ones, until a file budget is reached (``ctx.quick``: a few small ones).
+name order (stdlib first), skipping distributions of more than 400 files, while a budget of 4,000
+files holds (``ctx.quick``: six stdlib modules and three small distributions). ``__pycache__`` build
+outputs are not walked (they are not repository content; a git checkout would not have them).
 """
 
 from __future__ import annotations
@@ -28,7 +30,9 @@ def _count_files(root: Path, names: list[str], limit: int = 1 << 30) -> int:
     for name in names:
         p = root / name
         if p.is_dir():
-            for _ in p.rglob("*"):
+            for f in p.rglob("*"):
+                if "__pycache__" in f.parts:
+                    continue
                 n += 1
                 if n > limit:
                     return n
@@ -44,8 +48,8 @@ def stdlib_repos(names: list[str] | None = None) -> list[RepoSpec]:
         p.name for p in lib.iterdir()
         if p.name not in STDLIB_SKIP and not p.name.startswith(".")
         and (p.suffix == ".py" or (p.is_dir() and (p / "__init__.py").exists())))
-    return [RepoSpec(f"cpython/{n.removesuffix('.py')}", "dir", str(lib), include=[n, *license_file])
-            for n in entries if (lib / n).exists()]
+    return [RepoSpec(f"cpython/{n.removesuffix('.py')}", "dir", str(lib), include=[n, *license_file],
+                     skip_dirs=["__pycache__"]) for n in entries if (lib / n).exists()]
 
 
 def _dist_name(info: Path) -> str | None:
@@ -79,11 +83,12 @@ def site_package_repos(names: list[str] | None = None, max_repo_files: int = 400
         tops = [t for t in tops if not t.endswith((".pth", ".dist-info")) and (purelib / t).exists()]
         if not tops or (wanted is None and len(files) > max_repo_files):
             continue
-        repos[name.lower()] = RepoSpec(f"pypi/{name.lower()}", "dir", str(purelib), include=[*tops, info.name])
+        repos[name.lower()] = RepoSpec(f"pypi/{name.lower()}", "dir", str(purelib), include=[*tops, info.name],
+                                       skip_dirs=["__pycache__"])
     return [repos[k] for k in sorted(repos)]
 
 
-def demo_repos(quick: bool, file_budget: int = 6000) -> list[RepoSpec]:
+def demo_repos(quick: bool, file_budget: int = 4000) -> list[RepoSpec]:
     if quick:
         return stdlib_repos(QUICK_STDLIB) + site_package_repos(QUICK_PYPI)
     picked, total = [], 0
@@ -98,14 +103,21 @@ def demo_repos(quick: bool, file_budget: int = 6000) -> list[RepoSpec]:
 
 def run(ctx: DemoContext) -> None:
     from domainfm.code.curate.config import CurateConfig
-    from domainfm.code.curate.pipeline import curate, funnel_table
+    from domainfm.code.curate.pipeline import curate, funnel_table, remove_run
+    from domainfm.core.errors import UserError
 
     out = ctx.out / "code" / "corpus"
     repos = demo_repos(ctx.quick)
     print(f"  curating {len(repos)} repositories (stdlib modules + site-packages distributions) -> {out}")
     cfg = CurateConfig(out=str(out), workers=ctx.workers,
                        mbpp=str(ctx.data_dir / "code" / "mbpp" / "mbpp.jsonl") if ctx.data_dir else "none")
-    stats = curate(cfg, repos)
+    try:
+        stats = curate(cfg, repos)
+    except UserError as exc:  # an older demo corpus of other repositories (site-packages changed): redo it
+        if "holds a run" not in str(exc):
+            raise
+        remove_run(out)
+        stats = curate(cfg, repos)
     print(funnel_table(stats))
     langs = ", ".join(f"{k} {v['files']}" for k, v in list(stats["languages"].items())[:6])
     print(f"  kept {stats['files_out']:,} / {stats['files_in']:,} files, {stats['bytes_out'] / 1e6:.1f} MB ({langs})")

@@ -26,6 +26,9 @@ EMAIL_LOCAL = re.compile(r"(?<![\w.%+-])[A-Za-z0-9][A-Za-z0-9._%+-]{0,63}$")
 IPV4 = re.compile(r"\d{1,3}\.\d{1,3}\.\d{1,3}\.\d{1,3}")
 IPV6 = re.compile(r"[0-9A-Fa-f]{1,4}(?::[0-9A-Fa-f]{0,4}){2,7}")
 _PASSWORD_WORDS = ("pass", "pwd", "secret_key", "api_key")
+# cheap gates: patterns that start with a literal are scanned by re's fast literal search
+_IPV4_HINT = re.compile(r"\.\d{1,3}\.\d{1,3}\.")
+_IPV6_HINT = re.compile(r":[0-9A-Fa-f]{0,4}:")
 PRIVATE_KEY = re.compile(r"-----BEGIN ([A-Z0-9 ]*)PRIVATE KEY( BLOCK)?-----(.*?)-----END \1PRIVATE KEY\2?-----",
                          re.DOTALL)
 PASSWORD = re.compile(r"(?i)\b(?:password|passwd|pwd|passphrase|db_pass|secret_key|api_key)\b[\"']?\s*(?:=|:|:=)\s*"
@@ -121,12 +124,16 @@ def _secret_spans(text: str) -> list[Redaction]:
     for m in PRIVATE_KEY.finditer(text):
         out.append(Redaction(m.start(3), m.end(3), "key", "PrivateKeyBlock", "<KEY>"))
     # keep only candidate lines, joined; `starts` maps positions back to the original text
-    lines, starts, pos = [], [], 0
-    for line in text.splitlines(keepends=True):
-        if _CANDIDATE_LINE.search(line):
-            lines.append(line)
-            starts.append(pos)
-        pos += len(line)
+    lines, starts, last = [], [], -1
+    for m in _CANDIDATE_LINE.finditer(text):
+        begin = text.rfind("\n", 0, m.start()) + 1
+        if begin == last:
+            continue  # this line is taken already
+        end = text.find("\n", m.end())
+        end = len(text) if end < 0 else end + 1
+        lines.append(text[begin:end])
+        starts.append(begin)
+        last = begin
     if not lines:
         return out
     sub = "".join(lines)
@@ -165,7 +172,9 @@ def find_pii(text: str, secrets: bool = True) -> list[Redaction]:
         if local is not None:
             spans.append(Redaction(local.start(), m.end(), "email", "regex", "<EMAIL>"))
     n = len(text)
-    for rx, seps in ((IPV4, "."), (IPV6, ":.")):
+    for rx, hint, seps in ((IPV4, _IPV4_HINT, "."), (IPV6, _IPV6_HINT, ":.")):
+        if not hint.search(text):
+            continue
         for m in rx.finditer(text):
             before = text[m.start() - 1] if m.start() else " "
             after = text[m.end()] if m.end() < n else " "

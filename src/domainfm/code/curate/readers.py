@@ -36,12 +36,14 @@ Raw = dict[str, Any]
 
 @dataclass
 class RepoSpec:
-    """One repository to read. kind: dir | git | archive. `include`: top-level entries of a dir kept."""
+    """One repository to read. kind: dir | git | archive. `include`: top-level entries of a dir kept;
+    `skip_dirs`: directory names not walked (e.g. ``__pycache__`` build outputs; `.git` is always skipped)."""
 
     name: str
     kind: str
     path: str
     include: list[str] | None = None
+    skip_dirs: list[str] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -130,6 +132,7 @@ def list_dir(spec: RepoSpec) -> list[str]:
     root = Path(spec.path)
     out: list[str] = []
     tops = spec.include if spec.include is not None else None
+    skip = set(spec.skip_dirs or ())
 
     def walk(d: Path, rel: str) -> None:
         try:
@@ -143,7 +146,8 @@ def list_dir(spec: RepoSpec) -> list[str]:
                 continue  # VCS metadata, not repository content
             r = f"{rel}/{e.name}" if rel else e.name
             if e.is_dir(follow_symlinks=False):
-                walk(Path(e.path), r)
+                if e.name not in skip:
+                    walk(Path(e.path), r)
             else:
                 out.append(r)
 
