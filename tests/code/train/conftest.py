@@ -95,3 +95,15 @@ def run_cli(args: list[str], env_extra: dict[str, str] | None = None, **kw) -> s
 @pytest.fixture
 def cli_proc():  # noqa: ANN201
     return run_cli
+
+
+@pytest.fixture(scope="session")
+def micro_preset(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A 2-layer, hidden-64 StarCoder2 config.json (the `tiny` preset's family, ~100x cheaper), as `--preset`."""
+    from domainfm.code.model import model_config
+
+    d = tmp_path_factory.mktemp("micro_model")
+    cfg = model_config("tiny", num_hidden_layers=2, hidden_size=64, num_attention_heads=4, num_key_value_heads=2,
+                       intermediate_size=256)
+    cfg.save_pretrained(d)
+    return str(d / "config.json")

@@ -15,8 +15,8 @@ import sys, torch, torch.distributed as dist
 from domainfm.code.train.config import PretrainConfig
 from domainfm.code.train.trainer import Trainer
 
-out, data = sys.argv[1], sys.argv[2]
-cfg = PretrainConfig(data=data, out=out, preset="tiny", batch_size=2, grad_accum=2, max_steps=6, warmup=1,
+out, data, preset = sys.argv[1], sys.argv[2], sys.argv[3]
+cfg = PretrainConfig(data=data, out=out, preset=preset, batch_size=2, grad_accum=2, max_steps=6, warmup=1,
                      lr=3e-3, save_every=3, eval_every=3, eval_batches=1, tensorboard=False, seed=5)
 t = Trainer(cfg)
 t._setup()
@@ -35,7 +35,8 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_two_process_ddp_stays_in_sync_and_equals_one_process(packed_dir: Path, tmp_path: Path) -> None:
+def test_two_process_ddp_stays_in_sync_and_equals_one_process(packed_dir: Path, micro_preset: str,
+                                                             tmp_path: Path) -> None:
     import torch
 
     script = tmp_path / "ddp_run.py"
@@ -44,7 +45,7 @@ def test_two_process_ddp_stays_in_sync_and_equals_one_process(packed_dir: Path, 
     out.mkdir()
     env = {**os.environ, "DOMAINFM_PROGRESS": "0", "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-addr", "127.0.0.1",
-           "--master-port", str(_free_port()), str(script), str(out), str(packed_dir)]
+           "--master-port", str(_free_port()), str(script), str(out), str(packed_dir), micro_preset]
     res = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr[-3000:]
     p0 = torch.load(out / "params_rank0.pt")
@@ -59,7 +60,7 @@ def test_two_process_ddp_stays_in_sync_and_equals_one_process(packed_dir: Path, 
 
     single = tmp_path / "single"
     torch.set_num_threads(1)
-    pretrain(PretrainConfig(data=str(packed_dir), out=str(single), preset="tiny", batch_size=4, grad_accum=2,
+    pretrain(PretrainConfig(data=str(packed_dir), out=str(single), preset=micro_preset, batch_size=4, grad_accum=2,
                             max_steps=6, warmup=1, lr=3e-3, save_every=3, eval_every=3, eval_batches=1,
                             tensorboard=False, seed=5))
     ref = torch.load(single / "checkpoints/step_00000006/state.pt", weights_only=False)["model"]

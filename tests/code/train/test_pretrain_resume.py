@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 
 
-def _args(packed: Path, out: Path) -> list[str]:
-    return ["code", "pretrain", "--data", str(packed), "--preset", "tiny", "-o", str(out), "--batch-size", "8",
-            "--grad-accum", "2", "--max-steps", "40", "--warmup", "4", "--lr", "2e-3", "--save-every", "5",
+def _args(packed: Path, out: Path, preset: str) -> list[str]:
+    return ["code", "pretrain", "--data", str(packed), "--preset", preset, "-o", str(out), "--batch-size", "4",
+            "--grad-accum", "2", "--max-steps", "60", "--warmup", "4", "--lr", "2e-3", "--save-every", "5",
             "--eval-every", "10", "--eval-batches", "1", "--threads", "1", "--no-tensorboard"]
 
 
@@ -22,14 +22,15 @@ def _losses(out: Path) -> list[tuple[int, float, float | None, float]]:
     return [(r["step"], r["loss"], r.get("val_loss"), r["lr"]) for r in rows]
 
 
-def test_kill_9_then_resume_reproduces_the_uninterrupted_run(packed_dir: Path, tmp_path: Path, cli_proc) -> None:  # noqa: ANN001
+def test_kill_9_then_resume_reproduces_the_uninterrupted_run(packed_dir: Path, micro_preset: str, tmp_path: Path,
+                                                             cli_proc) -> None:  # noqa: ANN001
     ref, cut = tmp_path / "ref", tmp_path / "cut"
-    p = cli_proc(_args(packed_dir, ref))
+    p = cli_proc(_args(packed_dir, ref, micro_preset))
     _, err = p.communicate(timeout=300)
     assert p.returncode == 0, err
 
     # the same run, killed with SIGKILL right after its first checkpoint
-    p = cli_proc(_args(packed_dir, cut))
+    p = cli_proc(_args(packed_dir, cut, micro_preset))
     deadline = time.time() + 240
     while not (cut / "checkpoints" / "latest").exists():
         assert p.poll() is None, p.communicate()[1]
@@ -38,29 +39,29 @@ def test_kill_9_then_resume_reproduces_the_uninterrupted_run(packed_dir: Path, t
     os.kill(p.pid, signal.SIGKILL)
     p.wait()
     killed_at = [s for s, *_ in _losses(cut)]
-    assert killed_at and killed_at[-1] < 40, "the run was not interrupted before its end"
+    assert killed_at and killed_at[-1] < 60, "the run was not interrupted before its end"
     assert not (cut / "final").exists()
 
-    p = cli_proc(_args(packed_dir, cut))  # rerun the same command: it resumes
+    p = cli_proc(_args(packed_dir, cut, micro_preset))  # rerun the same command: it resumes
     _, err = p.communicate(timeout=300)
     assert p.returncode == 0, err
     assert "resuming from" in err
 
     assert _losses(cut) == _losses(ref)  # bit-identical losses, val losses and learning rates
-    assert [s for s, *_ in _losses(cut)] == list(range(1, 41))
+    assert [s for s, *_ in _losses(cut)] == list(range(1, 61))
     import torch
 
-    a = torch.load(ref / "checkpoints/step_00000040/state.pt", weights_only=False)["model"]
-    b = torch.load(cut / "checkpoints/step_00000040/state.pt", weights_only=False)["model"]
+    a = torch.load(ref / "checkpoints/step_00000060/state.pt", weights_only=False)["model"]
+    b = torch.load(cut / "checkpoints/step_00000060/state.pt", weights_only=False)["model"]
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
-def test_resume_with_different_settings_is_refused(packed_dir: Path, tmp_path: Path,
+def test_resume_with_different_settings_is_refused(packed_dir: Path, micro_preset: str, tmp_path: Path,
                                                   capsys: pytest.CaptureFixture[str]) -> None:
     from domainfm.cli import main
 
     out = tmp_path / "o"
-    base = ["code", "pretrain", "--data", str(packed_dir), "-o", str(out), "--max-steps", "2", "--save-every", "1",
+    base = ["code", "pretrain", "--data", str(packed_dir), "--preset", micro_preset, "-o", str(out), "--max-steps", "2", "--save-every", "1",
             "--threads", "1", "--no-tensorboard"]
     assert main([*base, "--batch-size", "2"]) == 0
     capsys.readouterr()
