@@ -1,6 +1,6 @@
 """Regenerate the PCam-bags MIL table: each aggregator x each encoder, CV AUC and external AUC (95% CI).
 
-One command from the raw PCam folders and an encoder folder::
+One command from the raw PCam folders and an encoder folder (defaults = the README table)::
 
     python benchmarks/mil_table.py --pcam $DOMAINFM_DATA/pathology/pcam \
         --encoder /work/artifacts/moco_pcam -o runs/mil_table
@@ -10,9 +10,10 @@ local ImageNet weights file exists): `domainfm pathology extract --images` on PC
 `valid` -> `domainfm pathology bags` (CV cohort from train, external cohort from valid) -> nested
 CV (`domainfm.pathology.mil.cv.train_and_evaluate`, the code behind `domainfm pathology mil train`)
 for every aggregator. Every step is skipped when its output exists (the CV caches each fold), so a
-killed run resumes. The train split is reduced before extraction to what the bags can use (all
-normal patches + `--train-tumour` tumour patches, seeded; symlinks, nothing copied), which halves
-the extraction time without changing the bags' composition rules.
+killed run resumes. Each split is reduced before extraction to about what the bags can use (seeded
+subsets; symlinks, nothing copied), which cuts
+the extraction time without changing the bags' composition rules (defaults: 7,000 normal + 1,200
+tumour train patches, all 1,500 normal + 500 tumour valid patches).
 """
 
 from __future__ import annotations
@@ -40,15 +41,15 @@ def run(argv: list[str]) -> None:
         raise SystemExit(f"command failed ({rc}): domainfm {' '.join(argv)}")
 
 
-def reduced_train(pcam_train: Path, out: Path, n_tumour: int, seed: int) -> Path:
-    """An ImageFolder of symlinks: every class-0 patch and a seeded subset of class-1 patches."""
+def reduced_split(split_dir: Path, out: Path, n_normal: int, n_tumour: int, seed: int) -> Path:
+    """An ImageFolder of symlinks to a seeded subset of a PCam split (0 = all of a class)."""
     if (out / ".done").exists():
         return out
     rng = np.random.default_rng(seed)
-    for cls in ("0", "1"):
-        files = sorted((pcam_train / cls).glob("*.jpg"))
-        if cls == "1":
-            files = [files[i] for i in np.sort(rng.permutation(len(files))[:n_tumour])]
+    for cls, n in (("0", n_normal), ("1", n_tumour)):
+        files = sorted((split_dir / cls).glob("*.jpg"))
+        if n and n < len(files):
+            files = [files[i] for i in np.sort(rng.permutation(len(files))[:n])]
         (out / cls).mkdir(parents=True, exist_ok=True)
         for f in files:
             link = out / cls / f.name
@@ -58,32 +59,42 @@ def reduced_train(pcam_train: Path, out: Path, n_tumour: int, seed: int) -> Path
     return out
 
 
-def encoders(args: argparse.Namespace) -> dict[str, str]:
-    enc = {"moco": str(args.encoder)}
-    cfg_path = Path(args.encoder) / "config.json"
-    arch = json.loads(cfg_path.read_text()).get("arch", "resnet18") if cfg_path.is_file() else args.arch
-    enc["random-init"] = arch
+def encoders(args: argparse.Namespace) -> dict[str, tuple[str, int]]:
+    """name -> (encoder spec for `extract --encoder`, input size; 0 = the encoder's own)."""
+    enc: dict[str, tuple[str, int]] = {}
+    cfg_path = Path(args.encoder) / "config.json" if args.encoder else None
+    cfg = json.loads(cfg_path.read_text()) if cfg_path and cfg_path.is_file() else {}
+    if args.encoder and not cfg:
+        print(f"note: {args.encoder} is not an encoder folder (yet): MoCo rows skipped", flush=True)
+    size = int(cfg.get("image_size", args.image_size))
+    if cfg:
+        enc["moco"] = (str(args.encoder), 0)
+    enc["random-init"] = (cfg.get("arch", args.arch), size)  # same backbone, same input size
     if args.imagenet:
-        enc["imagenet"] = str(args.imagenet)
+        enc["imagenet"] = (str(args.imagenet), size)
     return enc
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--pcam", type=Path, default=Path(os.environ.get("DOMAINFM_DATA", ".")) / "pathology" / "pcam")
-    ap.add_argument("--encoder", type=Path, required=True, help="MoCo encoder folder (from `pretrain`)")
+    ap.add_argument("--encoder", type=Path, default=None, help="MoCo encoder folder (from `pretrain`)")
+    ap.add_argument("--image-size", type=int, default=96, help="input size of the random-init baseline "
+                    "when there is no MoCo config to copy it from")
     ap.add_argument("--arch", default="resnet18", help="random-init architecture when the folder has no config")
     ap.add_argument("--imagenet", type=Path, default=None, help="local ImageNet weights file (optional)")
     ap.add_argument("-o", "--out", type=Path, default=Path("runs/mil_table"))
     ap.add_argument("--models", default="meanpool,maxpool,chowder,abmil,dsmil")
-    ap.add_argument("--n-bags", type=int, default=200)
+    ap.add_argument("--n-bags", type=int, default=160)
     ap.add_argument("--ext-bags", type=int, default=36)
     ap.add_argument("--bag-size", type=int, default=40)
     ap.add_argument("--positive-fraction", type=float, nargs=2, default=(0.01, 0.25))
-    ap.add_argument("--train-tumour", type=int, default=2000, help="tumour patches of train to extract")
-    ap.add_argument("--epochs", type=int, default=30)
+    ap.add_argument("--train-normal", type=int, default=7000, help="normal train patches to extract (0: all)")
+    ap.add_argument("--train-tumour", type=int, default=1200, help="tumour train patches to extract (0: all)")
+    ap.add_argument("--valid-tumour", type=int, default=500, help="tumour valid patches to extract (0: all)")
+    ap.add_argument("--epochs", type=int, default=20)
     ap.add_argument("--folds", type=int, default=5)
-    ap.add_argument("--inner-folds", type=int, default=3)
+    ap.add_argument("--inner-folds", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=1)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--batch-size", type=int, default=128, help="extraction batch size")
@@ -97,15 +108,21 @@ def main() -> None:
     from domainfm.pathology.mil.report import fmt_auc
 
     out = args.out
-    train_dir = reduced_train(args.pcam / "train", out / "pcam_train_subset", args.train_tumour, args.seed)
+    threads = torch.get_num_threads()
+    train_dir = reduced_split(args.pcam / "train", out / "pcam_train_subset", args.train_normal,
+                              args.train_tumour, args.seed)
+    valid_dir = reduced_split(args.pcam / "valid", out / "pcam_valid_subset", 0, args.valid_tumour, args.seed)
     table, timings = [], {}
-    for enc_name, enc in encoders(args).items():
+    for enc_name, (enc, size) in encoders(args).items():
         t0 = time.perf_counter()
         fdir = out / "features" / enc_name
-        for split, folder in (("train", train_dir), ("valid", args.pcam / "valid")):
+        for split, folder in (("train", train_dir), ("valid", valid_dir)):
             if not (fdir / split / "features.h5").is_file():
+                torch.set_num_threads(threads)
                 run(["pathology", "extract", "--encoder", enc, "--images", str(folder), "-o", str(fdir / split),
-                     "--batch-size", str(args.batch_size), "--workers", str(args.workers), "--device", "cpu"])
+                     "--batch-size", str(args.batch_size), "--workers", str(args.workers), "--device", "cpu"]
+                    + (["--image-size", str(size)] if size else []))
+        torch.set_num_threads(1)  # MIL models are tiny: one thread is fastest
         timings[f"{enc_name}/extract_s"] = round(time.perf_counter() - t0, 1)
         bdir = out / "bags" / enc_name
         lo, hi = (str(v) for v in args.positive_fraction)
@@ -136,7 +153,7 @@ def main() -> None:
         lines.append(f"| {r['encoder']} | {r['model']} | {fmt_auc(r['cv'])} | {fmt_auc(r['external'])} | "
                      f"{fmt_auc(r['external_final'])} |")
     md = "\n".join(lines) + "\n"
-    budget = {"torch_threads": torch.get_num_threads(), "timings_s": timings, "args": {
+    budget = {"extract_threads": threads, "mil_threads": 1, "timings_s": timings, "args": {
         k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}}
     (out / "table.md").write_text(md)
     (out / "table.json").write_text(json.dumps({"rows": table, "budget": budget}, indent=1, default=str))

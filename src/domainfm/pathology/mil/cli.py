@@ -94,7 +94,8 @@ def train(features: Path = typer.Option(..., "--features", help="folder of per-s
           hidden: int = typer.Option(128, "--hidden"), dropout: float = typer.Option(0.0, "--dropout"),
           grid_lr: str = typer.Option("1e-3,1e-4", "--grid-lr"), grid_wd: str = typer.Option("0,1e-4", "--grid-wd"),
           n_boot: int = typer.Option(1000, "--n-boot", help="bootstrap resamples for CIs"),
-          threads: int = typer.Option(0, "--threads", help="torch CPU threads (0: torch default)"),
+          threads: int = typer.Option(1, "--threads", help="torch CPU threads (MIL models are small: "
+                                                       "1 is fastest on CPU; 0 = torch default)"),
           ) -> None:
     """Nested cross-validation (+ external cohorts), then a final model trained on all the data."""
     import torch

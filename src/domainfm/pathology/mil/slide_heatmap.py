@@ -52,16 +52,19 @@ def tile_config(target_mpp: float | None, tile_size: int | None, slide_mpp: floa
 
 
 def tile_images(coords_h5: Path, slide: Path, keep: set[int], batch_size: int = 64) -> dict[int, Any]:
-    """The tile images (PIL) of the given row indices, re-read as tiling defined them."""
+    """The tile images (PIL) of the given row indices of the coords file, re-read as tiling defined them."""
+    import h5py
+
     from domainfm.pathology.slides import read_tiles
 
+    with h5py.File(coords_h5, "r") as f:
+        rows = {tuple(c): i for i, c in enumerate(f["coords"][()].tolist())}
     out: dict[int, Any] = {}
-    i = 0
-    for _, images in read_tiles(coords_h5, slide_path=slide, batch_size=batch_size):
-        for im in images:
+    for coords, images in read_tiles(coords_h5, slide_path=slide, batch_size=batch_size):
+        for c, im in zip(coords.tolist(), images, strict=True):
+            i = rows[tuple(c)]
             if i in keep:
                 out[i] = im.copy()
-            i += 1
     return out
 
 
