@@ -14,7 +14,7 @@ from tqdm import tqdm
 def progress(iterable: Iterable[Any] | None = None, *, total: float | None = None, desc: str = "",
              unit: str = "it", unit_scale: bool = False, **kwargs: Any) -> tqdm:
     """A tqdm bar on stderr showing count and rate. `DOMAINFM_PROGRESS=0` silences every bar."""
-    disable = os.environ.get("DOMAINFM_PROGRESS", "1") == "0"
+    disable = bool(kwargs.pop("disable", False)) or os.environ.get("DOMAINFM_PROGRESS", "1") == "0"
     return tqdm(iterable, total=total, desc=desc, unit=unit, unit_scale=unit_scale, disable=disable,
                 dynamic_ncols=True, mininterval=0.5, file=sys.stderr, **kwargs)
 
