@@ -25,7 +25,7 @@ def tile(
     tissue_threshold: float | None = typer.Option(  # noqa: UP007
         None, "--tissue-threshold", help="fixed saturation threshold in [0, 1] (default: Otsu)"),
     mask_mpp: float = typer.Option(4.0, "--mask-mpp", help="resolution of the tissue mask, µm/px"),
-    thumb_mpp: float = typer.Option(2.0, "--thumb-mpp", help="resolution of thumbnails and overlays, µm/px"),
+    thumb_mpp: float = typer.Option(4.0, "--thumb-mpp", help="resolution of thumbnails and overlays, µm/px"),
     min_area: float = typer.Option(10_000.0, "--min-area", help="smallest tissue piece kept, µm²"),
     max_hole: float = typer.Option(20_000.0, "--max-hole", help="holes smaller than this are filled, µm²"),
     save_tiles: bool = typer.Option(False, "--save-tiles/--no-save-tiles",

@@ -53,7 +53,7 @@ class TileConfig:
     slide_mpp: float | None = field(default=None, metadata={"help": "µm/px for slides without metadata"})
     allow_upsample: bool = field(default=False, metadata={"help": "tile slides coarser than target_mpp"})
     mask_mpp: float = field(default=4.0, metadata={"help": "tissue mask resolution, µm/px"})
-    thumb_mpp: float = field(default=2.0, metadata={"help": "thumbnail resolution, µm/px"})
+    thumb_mpp: float = field(default=4.0, metadata={"help": "thumbnail resolution, µm/px"})
     overview_max_side: int = field(default=2048, metadata={"help": "cap on the thumbnail size, px"})
     tissue_threshold: float | None = field(default=None, metadata={"help": "saturation threshold; None=Otsu"})
     min_saturation: float = field(default=0.05, metadata={"help": "floor for the Otsu threshold"})
