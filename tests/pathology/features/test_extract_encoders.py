@@ -12,9 +12,8 @@ from PIL import Image
 
 from domainfm.cli import main
 from domainfm.core.errors import UserError
-from domainfm.pathology import load_encoder
 from domainfm.pathology.features import extract as ext
-from domainfm.pathology.features.encoders import build_backbone, save_encoder
+from domainfm.pathology.features.encoders import build_backbone, load_encoder, save_encoder
 
 
 @pytest.fixture(scope="module")

@@ -161,11 +161,12 @@ def plot_embedding(panels: dict[str, tuple[np.ndarray, np.ndarray]], classes: li
         if method == "umap":
             import umap
 
-            emb = umap.UMAP(n_neighbors=15, min_dist=0.1, random_state=seed, n_jobs=1).fit_transform(xs)
+            emb = umap.UMAP(n_neighbors=min(15, len(xs) - 1), min_dist=0.1, random_state=seed, n_jobs=1).fit_transform(xs)
         else:
             from sklearn.manifold import TSNE
 
-            emb = TSNE(n_components=2, init="pca", random_state=seed, perplexity=30).fit_transform(xs)
+            emb = TSNE(n_components=2, init="pca", random_state=seed,
+                       perplexity=float(min(30, max(2, (len(xs) - 1) // 3)))).fit_transform(xs)
         for ci in np.unique(y):
             m = y == ci
             ax.scatter(emb[m, 0], emb[m, 1], s=3, alpha=0.6, label=classes[ci] if ci < len(classes) else str(ci))

@@ -34,8 +34,8 @@ def find_images(root: str | Path) -> list[Path]:
     if (p / "tiles").is_dir():
         p = p / "tiles"
     elif (p / "coords").is_dir():
-        raise UserError(f"{p}: this tiling output has no tile images (tiles/); rerun tiling with tile images "
-                        "saved, or pass a folder of images")
+        raise UserError(f"{p}: this tiling output has no tile images (tiles/); rerun `domainfm pathology tile` "
+                        "with --save-tiles, or pass a folder of images")
     files = sorted(f for f in p.rglob("*") if f.suffix.lower() in IMAGE_SUFFIXES and f.is_file()
                    and not f.name.startswith("."))
     if not files:

@@ -15,8 +15,11 @@ def _tile_source(ctx: DemoContext) -> Path | None:
     if ctx.data_dir is not None and (ctx.data_dir / "pathology" / "pcam" / "train").is_dir():
         return ctx.data_dir / "pathology" / "pcam" / "train"
     tiles = ctx.state.get("tiles")
-    if tiles and (Path(tiles) / "tiles").is_dir() and any((Path(tiles) / "tiles").rglob("*.png")):
-        return Path(tiles)
+    if tiles and (Path(tiles) / "tiles").is_dir():
+        from domainfm.pathology.ssl.data import IMAGE_SUFFIXES
+
+        if any(f.suffix.lower() in IMAGE_SUFFIXES for f in (Path(tiles) / "tiles").rglob("*")):
+            return Path(tiles)
     return None
 
 
