@@ -92,11 +92,14 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--tcga-mpp", type=float, default=0.25,
                     help="ASSUMED µm/px of the TCGA slide (it has no resolution metadata)")
+    ap.add_argument("--only", choices=["cmu", "tcga"], help="benchmark one slide only")
     args = ap.parse_args()
     if not args.data:
         raise SystemExit("set DOMAINFM_DATA or pass --data")
     sdir = Path(args.data) / "pathology" / "slides"
     slides = [(sdir / "CMU-1-Small-Region.svs", None), (sdir / "TCGA-CR-7395-01A-01-TS1.svs", args.tcga_mpp)]
+    if args.only:
+        slides = [sl for sl in slides if sl[0].name.lower().startswith(args.only)]
     tmp = Path(tempfile.mkdtemp(prefix="bench_tiling_"))
     cfg = TileConfig(target_mpp=0.5, tile_size=224, min_tissue=0.5, jpeg_quality=90, tile_format="jpg")
     rows = []
