@@ -23,7 +23,7 @@ def _by_path(recs):
 
 def test_plan_sources_layouts_and_missing(tmp_path, corpus):
     specs = readers.plan_sources([str(corpus)])
-    assert [s.name for s in specs] == ["alice/textutils", "bob/copy", "carol/near", "src"]
+    assert [s.name for s in specs] == ["alice/textutils", "bob/copy", "carol/near", "dave/gpl", "src"]
     assert specs[-1].include == ["loose.py"]
     assert [s.kind for s in readers.plan_sources([str(corpus / "alice__textutils")])] == ["dir"]
     with pytest.raises(UserError, match="source not found"):
