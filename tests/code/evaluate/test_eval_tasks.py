@@ -101,3 +101,13 @@ def test_missing_data_file_is_one_line_error(tmp_path: Path) -> None:
         get_task("mbpp").load(tmp_path)
     msg = str(ei.value)
     assert "\n" not in msg and str(tmp_path / "code/mbpp/mbpp.jsonl") in msg
+
+
+def test_evalplus_per_input_time_limit(data_dir: Path, sandbox: Sandbox) -> None:
+    task = get_task("humaneval-plus-mini")
+    p = task.load(data_dir).problems[0]
+    slow = "    import time\n    time.sleep(3)\n" + p.reference
+    res = sandbox.run(task.program(p, slow))
+    assert not res.passed and "time limit" in res.detail and "input #0" in res.detail
+    swallow = "    try:\n        import time; time.sleep(3)\n    except Exception:\n        pass\n" + p.reference
+    assert "time limit" in sandbox.run(task.program(p, swallow)).detail

@@ -1,7 +1,9 @@
 """EvalPlus (Liu et al. 2023): HumanEval+ and MBPP+, many more test inputs per problem.
 
 Checking follows EvalPlus: the expected output of every input (base + plus) is the canonical solution's
-output, and the candidate must match it (floats within `atol`/relative 1e-7, everything else by ==). Both
+output, and the candidate must match it (floats within `atol`/relative 1e-7, everything else by ==) within
+a per-input time limit of 4x the canonical solution's time on that input (at least 1 s), measured in the
+same sandbox run, so a loaded machine slows both alike. The whole program also has a wall-clock limit. Both
 functions run inside the same sandbox, each on a deep copy of the input, so neither can see the other's
 mutations. Data files: `$DOMAINFM_DATA/code/humaneval-plus/...` (HumanEval+ v0.1.10, its Mini variant, and
 the MBPP+ snapshot described in the data README).
@@ -18,7 +20,7 @@ from domainfm.code.evaluate.tasks.humaneval import HUMANEVAL_STOP
 from domainfm.code.evaluate.tasks.mbpp import MBPP_STOP
 
 _CHECKER = '''
-import copy as _dfm_copy, json as _dfm_json, math as _dfm_math
+import copy as _dfm_copy, json as _dfm_json, math as _dfm_math, signal as _dfm_signal, time as _dfm_time
 _dfm_cand = {entry}
 _dfm_ns = {{}}
 exec(compile({reference!r}, "<reference>", "exec"), _dfm_ns)
@@ -37,9 +39,25 @@ def _dfm_close(a, b):
                 and all(_dfm_close(x, y) for x, y in zip(a, b)))
     return a == b
 
+class _DfmTimeLimit(BaseException):  # not an Exception: a candidate's `except Exception` cannot swallow it
+    pass
+
+def _dfm_alarm(signum, frame):
+    raise _DfmTimeLimit()
+
+_dfm_signal.signal(_dfm_signal.SIGALRM, _dfm_alarm)
 for _dfm_i, _dfm_x in enumerate(_dfm_json.loads({inputs!r})):
+    _dfm_t0 = _dfm_time.perf_counter()
     _dfm_exp = _dfm_ref(*_dfm_copy.deepcopy(_dfm_x))
-    _dfm_got = _dfm_cand(*_dfm_copy.deepcopy(_dfm_x))
+    # EvalPlus's per-input limit: 4x the canonical solution's time on the same machine, at least 1 s
+    _dfm_budget = max(1.0, 4.0 * (_dfm_time.perf_counter() - _dfm_t0))
+    _dfm_signal.setitimer(_dfm_signal.ITIMER_REAL, _dfm_budget)
+    try:
+        _dfm_got = _dfm_cand(*_dfm_copy.deepcopy(_dfm_x))
+    except _DfmTimeLimit:
+        raise AssertionError(f"time limit ({{_dfm_budget:.2f}} s) exceeded on input #{{_dfm_i}}") from None
+    finally:
+        _dfm_signal.setitimer(_dfm_signal.ITIMER_REAL, 0)
     assert _dfm_close(_dfm_got, _dfm_exp), f"wrong output on input #{{_dfm_i}}"
 '''
 
@@ -55,7 +73,7 @@ class HumanEvalPlus(Task):
     name = "humaneval-plus"
     stop = HUMANEVAL_STOP
     files = ("code/humaneval-plus/HumanEvalPlus.jsonl.gz",)
-    timeout = 60.0
+    timeout = 300.0  # the per-input limits stop slow candidates early; this bounds the whole run
 
     def read(self, paths: list[Path]) -> list[Problem]:
         out = []
@@ -77,7 +95,7 @@ class HumanEvalPlusMini(HumanEvalPlus):
 
     name = "humaneval-plus-mini"
     files = ("code/humaneval-plus/HumanEvalPlus-Mini.jsonl.gz",)
-    timeout = 20.0
+    timeout = 120.0
 
 
 class MBPPPlus(Task):
@@ -86,7 +104,7 @@ class MBPPPlus(Task):
     name = "mbpp-plus"
     stop = MBPP_STOP
     files = ("code/humaneval-plus/MbppPlus.jsonl",)
-    timeout = 60.0
+    timeout = 300.0
 
     def read(self, paths: list[Path]) -> list[Problem]:
         out = []
