@@ -26,12 +26,12 @@ def test_kill_9_then_resume_reproduces_the_uninterrupted_run(packed_dir: Path, m
                                                              cli_proc) -> None:  # noqa: ANN001
     ref, cut = tmp_path / "ref", tmp_path / "cut"
     p = cli_proc(_args(packed_dir, ref, micro_preset))
-    _, err = p.communicate(timeout=300)
+    _, err = p.communicate(timeout=900)
     assert p.returncode == 0, err
 
     # the same run, killed with SIGKILL right after its first checkpoint
     p = cli_proc(_args(packed_dir, cut, micro_preset))
-    deadline = time.time() + 240
+    deadline = time.time() + 900
     while not (cut / "checkpoints" / "latest").exists():
         assert p.poll() is None, p.communicate()[1]
         assert time.time() < deadline
@@ -43,7 +43,7 @@ def test_kill_9_then_resume_reproduces_the_uninterrupted_run(packed_dir: Path, m
     assert not (cut / "final").exists()
 
     p = cli_proc(_args(packed_dir, cut, micro_preset))  # rerun the same command: it resumes
-    _, err = p.communicate(timeout=300)
+    _, err = p.communicate(timeout=900)
     assert p.returncode == 0, err
     assert "resuming from" in err
 
