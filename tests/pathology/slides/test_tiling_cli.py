@@ -74,6 +74,11 @@ def test_workers_and_tiles(tmp_path: Path) -> None:
     for i in range(2):
         assert len(list((out / "tiles" / f"s{i}").glob("*.jpg"))) == 9
     assert not list((out / "tiles").glob(".*partial"))
+    # OUT inside the input folder: our own PNG/JPEG outputs are not taken for slides on a rerun
+    inner = src / "out"
+    assert main(["pathology", "tile", str(src), "-o", str(inner), *SMALL, "--save-tiles"]) == 0
+    assert main(["pathology", "tile", str(src), "-o", str(inner), *SMALL, "--save-tiles"]) == 0
+    assert len(_summary(inner)) == 2
 
 
 def test_real_slides_cli(data_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -113,7 +113,9 @@ def tile_slides(inputs: list[str | os.PathLike[str]], out_dir: str | os.PathLike
     fallback, table = parse_slide_mpp(slide_mpp)
     if fallback is not None:
         cfg = dataclasses.replace(cfg, slide_mpp=fallback)
-    paths = find_slides(list(inputs))
+    out_abs = Path(out_dir).resolve()
+    # never treat our own outputs (thumbnails, tile JPEGs) as slides when OUT lies inside an input folder
+    paths = [p for p in find_slides(list(inputs)) if not p.resolve().is_relative_to(out_abs)]
     if not paths:
         raise UserError(f"no slides found in {', '.join(map(str, inputs))}")
     ids = [slide_id_of(p) for p in paths]
