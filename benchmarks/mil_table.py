@@ -97,6 +97,9 @@ def main() -> None:
     ap.add_argument("--inner-folds", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=1)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--features", nargs=3, action="append", default=[], metavar=("ENCODER", "TRAIN_H5", "VALID_H5"),
+                    help="reuse feature files already extracted for an encoder (moco, random-init, imagenet): "
+                    "skips its extraction (e.g. the files `domainfm pathology probe` wrote)")
     ap.add_argument("--batch-size", type=int, default=128, help="extraction batch size")
     ap.add_argument("--workers", type=int, default=1, help="extraction DataLoader workers")
     args = ap.parse_args()
@@ -113,11 +116,13 @@ def main() -> None:
                               args.train_tumour, args.seed)
     valid_dir = reduced_split(args.pcam / "valid", out / "pcam_valid_subset", 0, args.valid_tumour, args.seed)
     table, timings = [], {}
+    given = {name: {"train": Path(tr), "valid": Path(va)} for name, tr, va in args.features}
     for enc_name, (enc, size) in encoders(args).items():
         t0 = time.perf_counter()
         fdir = out / "features" / enc_name
+        files = given.get(enc_name) or {split: fdir / split / "features.h5" for split in ("train", "valid")}
         for split, folder in (("train", train_dir), ("valid", valid_dir)):
-            if not (fdir / split / "features.h5").is_file():
+            if not files[split].is_file():
                 torch.set_num_threads(threads)
                 run(["pathology", "extract", "--encoder", enc, "--images", str(folder), "-o", str(fdir / split),
                      "--batch-size", str(args.batch_size), "--workers", str(args.workers), "--device", "cpu"]
@@ -129,7 +134,7 @@ def main() -> None:
         for split, n, prefix, seed in (("train", args.n_bags, "cv", args.seed), ("valid", args.ext_bags, "ext",
                                                                                    args.seed + 1)):
             if not (bdir / split / "labels.csv").is_file():
-                run(["pathology", "bags", str(fdir / split / "features.h5"), "-o", str(bdir / split),
+                run(["pathology", "bags", str(files[split]), "-o", str(bdir / split),
                      "--n-bags", str(n), "--bag-size", str(args.bag_size), "--positive-fraction", lo, hi,
                      "--seed", str(seed), "--prefix", prefix, "--cohort", split, "--patch-mpp", "0.972"])
         cohort = load_cohort(bdir / "train", bdir / "train" / "labels.csv")
