@@ -45,7 +45,7 @@ def ours_step_fn(args: argparse.Namespace):  # noqa: ANN201
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        return float(loss)
+        return float(loss.detach())
 
     return step
 
@@ -93,7 +93,7 @@ def lightly_step_fn(args: argparse.Namespace):  # noqa: ANN201
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        return float(loss)
+        return float(loss.detach())
 
     return step
 
