@@ -23,13 +23,28 @@ def get_logger(name: str) -> logging.Logger:
     return logging.getLogger(f"domainfm.{name}")
 
 
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever `sys.stderr` is at emit time (in-process CLI tests swap it)."""
+
+    def __init__(self) -> None:
+        super().__init__(sys.stderr)
+
+    @property  # type: ignore[override]
+    def stream(self):  # noqa: ANN201
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value) -> None:  # noqa: ANN001
+        pass
+
+
 def setup_logging(verbose: bool = False) -> None:
     """Configure the `domainfm` logger once (the CLI calls this; libraries never do)."""
     root = logging.getLogger("domainfm")
     if root.handlers:
         root.setLevel(logging.DEBUG if verbose else logging.INFO)
         return
-    handler = logging.StreamHandler(sys.stderr)
+    handler = _StderrHandler()
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%H:%M:%S"))
     root.addHandler(handler)
     root.setLevel(logging.DEBUG if verbose else logging.INFO)
