@@ -111,3 +111,17 @@ def test_evalplus_per_input_time_limit(data_dir: Path, sandbox: Sandbox) -> None
     assert not res.passed and "time limit" in res.detail and "input #0" in res.detail
     swallow = "    try:\n        import time; time.sleep(3)\n    except Exception:\n        pass\n" + p.reference
     assert "time limit" in sandbox.run(task.program(p, swallow)).detail
+
+
+def test_mbpp_plus_argument_types_and_special_outputs(data_dir: Path, sandbox: Sandbox) -> None:
+    # tuples (106, 580), sets (115), complex numbers (124, 252), regex-match outputs (737), any-order (2)
+    task = get_task("mbpp-plus")
+    want = ["Mbpp/2", "Mbpp/106", "Mbpp/115", "Mbpp/124", "Mbpp/252", "Mbpp/580", "Mbpp/737"]
+    by_id = {p.task_id: p for p in task.load(data_dir).problems}
+    ok = _check(sandbox, task, [(by_id[t], by_id[t].reference) for t in want])
+    assert all(ok), [t for t, good in zip(want, ok, strict=True) if not good]
+    # Mbpp/2 (shared elements) accepts any order: a reordered but equal answer passes
+    p = by_id["Mbpp/2"]
+    reordered = ("\ndef similar_elements(test_tup1, test_tup2):\n"
+                 "  return tuple(sorted(set(test_tup1) & set(test_tup2), reverse=True))\n")
+    assert _check(sandbox, task, [(p, reordered)]) == [True]
