@@ -100,7 +100,7 @@ def _our_signatures(path: str) -> np.ndarray:
 def run_ours(folder: Path, out: Path, workers: int) -> tuple[float, np.ndarray, np.ndarray]:
     t0 = time.perf_counter()
     files = sorted(str(p) for p in folder.glob("*.parquet"))
-    with mp.get_context("spawn").Pool(workers) as pool:
+    with mp.get_context("fork").Pool(workers) as pool:  # fork, like datatrove's executor here
         sigs = np.concatenate(pool.map(_our_signatures, files))
     n = len(sigs)
     res = near_clusters(sigs, np.zeros(n, dtype=np.int64), np.arange(n), 25, 10)

@@ -115,8 +115,8 @@ class MinHasher:
         return out
 
     def shingles(self, text: str) -> np.ndarray:
-        """The 32-bit shingle keys of one text: (S,) uint32."""
-        return (shingle_hashes(text, self.ngram) >> np.uint64(32)).astype(np.uint32)
+        """The distinct 32-bit shingle keys of one text: (S,) uint32 (repeats would only cost time)."""
+        return np.unique((shingle_hashes(text, self.ngram) >> np.uint64(32)).astype(np.uint32))
 
     def signatures(self, texts: list[str]) -> np.ndarray:
         return self.signatures_from_shingles([self.shingles(t) for t in texts])
