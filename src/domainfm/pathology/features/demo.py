@@ -21,7 +21,7 @@ def run(ctx: DemoContext) -> None:
     size = 32 if ctx.quick else 64
     pcam = ctx.data_dir / "pathology" / "pcam" if ctx.data_dir is not None else None
     if pcam is not None and (pcam / "train").is_dir() and (pcam / "valid").is_dir():
-        cfg = ProbeConfig(train=str(pcam / "train"), test=str(pcam / "valid"), encoder=[encoder, "resnet18"],
+        cfg = ProbeConfig(train=str(pcam / "train"), test=str(pcam / "valid"), encoder=list(dict.fromkeys([encoder, "resnet18"])),
                           output=str(out / "probe"), image_size=0 if encoder != "resnet18" else size,
                           max_train_per_class=20 if ctx.quick else 600, max_test_per_class=10 if ctx.quick else 300,
                           embedding="none" if ctx.quick else "umap", embedding_points=600,
