@@ -89,5 +89,5 @@ def test_cli_pretrain_and_errors(tiles: Path, tmp_path: Path, capsys: pytest.Cap
     assert main(["pathology", "pretrain", str(empty), "-o", str(tmp_path / "y"), "--max-steps", "1"]) == 2
     assert "no images" in capsys.readouterr().err
     assert main(["pathology", "pretrain", str(tiles), "-o", str(tmp_path / "z"), "--backbone", "nonet9",
-                 "--max-steps", "1", "--device", "cpu"]) == 2
+                 "--batch-size", "8", "--queue-size", "16", "--max-steps", "1", "--device", "cpu"]) == 2
     assert "unknown architecture" in capsys.readouterr().err
