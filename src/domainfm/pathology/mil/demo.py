@@ -43,7 +43,7 @@ def run(ctx: DemoContext) -> None:
               "(they need the real PCam patches and slides)")
         return
     out = ctx.out / "pathology" / "mil"
-    size, n_cv, n_ext = (4, 12, 6) if ctx.quick else (24, 40, 20)
+    size, n_cv, n_ext = (4, 10, 6) if ctx.quick else (24, 40, 20)
     m_cv = _bags(feats["pcam_train"], out / "bags_train", n_cv, size, 0, "train", "train")
     m_ext = _bags(feats["pcam_valid"], out / "bags_valid", n_ext, size, 1, "valid", "valid")
     print(f"  PCam-bags: {m_cv['n_bags']} CV bags from train, {m_ext['n_bags']} external bags from valid, "
