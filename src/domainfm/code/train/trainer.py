@@ -165,6 +165,12 @@ class Trainer:
         set_rng_state(state["rng"][self.info.rank])
 
     # ---------------------------------------------------------------- one step
+    def _labels(self, x: Any) -> Any:
+        """Targets = inputs (the model shifts them), with the packing pad (`<fim_pad>`, which fills the
+        last row of a shard) set to -100 so the model never learns to predict padding."""
+        pad = self.train_ds.pad_id
+        return x if pad is None else x.masked_fill(x == pad, -100)
+
     def _train_step(self, batches: list[Any]) -> tuple[float, float]:
         import torch
 
@@ -180,7 +186,7 @@ class Trainer:
                 sync = self.wrapped.no_sync() if self.info.distributed and not last else contextlib.nullcontext()
             with sync:
                 with autocast(self.info.device, self.ptdtype):
-                    loss = self.model(input_ids=x, labels=x).loss / accum
+                    loss = self.model(input_ids=x, labels=self._labels(x)).loss / accum
                 self.scaler.scale(loss).backward()
             total += loss.detach()
         self.scaler.unscale_(self.optimizer)
@@ -213,7 +219,7 @@ class Trainer:
             for i in range(start, start + per_rank, B):
                 idx = range(i, min(i + B, start + per_rank))
                 x = torch.stack([torch.from_numpy(self.val_ds[j][: self.seq_len]) for j in idx]).to(self.info.device)
-                tot += float(self.model(input_ids=x, labels=x).loss) * len(idx)
+                tot += float(self.model(input_ids=x, labels=self._labels(x)).loss) * len(idx)
                 n += len(idx)
         return all_mean([tot / n], self.info)[0]
 
