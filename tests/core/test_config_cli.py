@@ -21,7 +21,7 @@ class TrainCfg:
     lr: float = 3e-4
     compile: bool = False
     tags: list[str] = field(default_factory=list)
-    out: Path | None = None
+    out: Path | None = field(default=None, metadata={"short": "-o"})
 
 
 def _app() -> typer.Typer:
@@ -60,6 +60,8 @@ def test_precedence_defaults_yaml_flags(tmp_path: Path) -> None:
     _run(app, ["train", str(y), "--batch-size", "4", "--compile"])
     cfg = app.seen[-1]  # type: ignore[attr-defined]
     assert (cfg.batch_size, cfg.lr, cfg.compile) == (4, 0.1, True)
+    _run(app, ["train", "-o", "somewhere"])
+    assert app.seen[-1].out == Path("somewhere")  # type: ignore[attr-defined]
     _run(app, ["train"])
     assert app.seen[-1] == TrainCfg()  # type: ignore[attr-defined]
 

@@ -8,7 +8,8 @@ Declare a config once::
         batch_size: int = field(default=8, metadata={"help": "sequences per micro-batch"})
 
 and `config_command(PretrainConfig)` turns it into a typer command taking an optional YAML file and
-one ``--flag`` per field (``batch_size`` -> ``--batch-size``). Precedence: defaults < YAML < flags.
+one ``--flag`` per field (``batch_size`` -> ``--batch-size``; ``metadata={"short": "-o"}`` adds a short
+form). Precedence: defaults < YAML < flags.
 The resolved config is what the command receives, and `save_config` writes it next to the outputs so
 every result can be reproduced from its folder.
 """
@@ -150,7 +151,8 @@ def config_command(cls: type[C], *, config_arg: bool = True,
                 info = typer.Option(None, f"--{flag}/--no-{flag}", help=f"{help_text} [default: {default}]",
                                     show_default=False)
             else:
-                info = typer.Option(None, f"--{f.name.replace('_', '-')}",
+                short = [f.metadata["short"]] if "short" in f.metadata else []  # e.g. "-o"
+                info = typer.Option(None, f"--{f.name.replace('_', '-')}", *short,
                                     help=f"{help_text} [default: {default}]", show_default=False)
             params.append(inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY
                                             if f.name not in positional
