@@ -23,7 +23,7 @@ def run(ctx: DemoContext) -> None:
     if pcam is not None and (pcam / "train").is_dir() and (pcam / "valid").is_dir():
         cfg = ProbeConfig(train=str(pcam / "train"), test=str(pcam / "valid"), encoder=list(dict.fromkeys([encoder, "resnet18"])),
                           output=str(out / "probe"), image_size=0 if encoder != "resnet18" else size,
-                          max_train_per_class=20 if ctx.quick else 600, max_test_per_class=10 if ctx.quick else 300,
+                          max_train_per_class=40 if ctx.quick else 600, max_test_per_class=25 if ctx.quick else 300,
                           embedding="none" if ctx.quick else "umap", embedding_points=600,
                           workers=0 if ctx.quick else max(1, ctx.workers - 1), batch_size=128)
         print(f"  probe on PCam: {encoder} vs resnet18 random init "
