@@ -16,7 +16,7 @@ from domainfm.core.demo import DemoContext
 from domainfm.core.errors import UserError
 
 # (vocab, seq_len, batch, steps, corpus bytes packed): sized so the stage fits its budget on 2 cores
-FULL = {"vocab": 4096, "seq_len": 256, "batch": 8, "steps": 100, "max_bytes": 6_000_000, "tok_bytes": 3_000_000}
+FULL = {"vocab": 4096, "seq_len": 256, "batch": 8, "steps": 60, "max_bytes": 6_000_000, "tok_bytes": 3_000_000}
 QUICK = {"vocab": 1024, "seq_len": 128, "batch": 4, "steps": 12, "max_bytes": 400_000, "tok_bytes": 300_000}
 
 
