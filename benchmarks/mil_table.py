@@ -3,7 +3,7 @@
 One command from the raw PCam folders and an encoder folder (defaults = the README table)::
 
     python benchmarks/mil_table.py --pcam $DOMAINFM_DATA/pathology/pcam \
-        --encoder /work/artifacts/moco_pcam -o runs/mil_table
+        --encoder runs/moco_pcam -o runs/mil_table
 
 For every encoder (the given one, the same backbone randomly initialised, and `--imagenet FILE` when a
 local ImageNet weights file exists): `domainfm pathology extract --images` on PCam `train` and
