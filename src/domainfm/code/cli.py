@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import importlib
-
 import typer
+
+from domainfm.core.stages import stage_app
 
 # one entry per stage, in pipeline order; each module defines `register(app: typer.Typer) -> None`
 STAGES = [
@@ -19,7 +19,4 @@ STAGES = [
 
 
 def build_app() -> typer.Typer:
-    app = typer.Typer(no_args_is_help=True, rich_markup_mode=None)
-    for mod in STAGES:
-        importlib.import_module(mod).register(app)
-    return app
+    return stage_app(STAGES)
