@@ -99,8 +99,14 @@ def all_mean(values: list[float], info: DistInfo) -> list[float]:
     return (t / info.world_size).tolist()
 
 
-def wrap_model(model: Any, info: DistInfo, fsdp: bool) -> Any:
-    """DDP (replicated weights) or FSDP2 (`fully_shard` per decoder layer, then the root)."""
+def wrap_model(model: Any, info: DistInfo, fsdp: bool, init_from: Any = None) -> Any:
+    """DDP (replicated weights) or FSDP2 (`fully_shard` per decoder layer, then the root).
+
+    FSDP: `model` may live on the `meta` device (no memory): it is sharded first, each process then
+    allocates only its shards and receives their values from rank 0's `init_from` (a full model or state
+    dict on CPU, None on the other ranks) — so no process ever holds the whole model on its device, and
+    the initial weights are bit-identical to a single process's.
+    """
     if not info.distributed:
         if fsdp:
             raise UserError("--fsdp needs several processes: launch with torchrun --nproc-per-node N")
@@ -111,11 +117,42 @@ def wrap_model(model: Any, info: DistInfo, fsdp: bool) -> Any:
         for layer in _decoder_layers(model):
             fully_shard(layer)
         fully_shard(model)
+        if init_from is not None or not info.is_main:
+            load_full_state(model, info, init_from)
         return model
     from torch.nn.parallel import DistributedDataParallel as DDP
 
     ids = [info.device.index] if info.device.type == "cuda" else None
     return DDP(model, device_ids=ids)
+
+
+def load_full_state(model: Any, info: DistInfo, source: Any) -> None:
+    """Fill an FSDP2-sharded (possibly `meta`) model from rank 0's full weights (collective).
+
+    `source` on rank 0: a full `nn.Module` or state dict on CPU; ignored on the other ranks. Parameters
+    and persistent buffers go through `set_model_state_dict(broadcast_from_rank0=True)` (each rank keeps
+    its shard); non-persistent buffers (RoPE `inv_freq`, not in any state dict) are broadcast as they are.
+    """
+    import torch
+    import torch.distributed as dist
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
+
+    if any(p.is_meta for p in model.parameters()) or any(b.is_meta for b in model.buffers()):
+        model.to_empty(device=info.device)
+    src_buffers: dict[str, Any] = {}
+    full: dict[str, Any] = {}
+    if info.is_main:
+        if isinstance(source, torch.nn.Module):
+            src_buffers = dict(source.named_buffers())
+            full = source.state_dict()
+        else:
+            full = dict(source)
+    set_model_state_dict(model, full, options=StateDictOptions(full_state_dict=True, broadcast_from_rank0=True))
+    with torch.no_grad():
+        for name, buf in model.named_buffers():  # same order on every rank
+            if info.is_main and name in src_buffers:
+                buf.copy_(src_buffers[name])
+            dist.broadcast(buf, src=0)
 
 
 def _decoder_layers(model: Any) -> list[Any]:
@@ -143,3 +180,16 @@ def replicas_in_sync(model: Any, info: DistInfo) -> bool:
     gathered = [torch.empty_like(local) for _ in range(info.world_size)]
     dist.all_gather(gathered, local)
     return all(torch.equal(g, gathered[0]) for g in gathered)
+
+
+def unsharded_model(mcfg: Any, full_sd: dict[str, Any]) -> Any:
+    """A plain (not FSDP-wrapped) model holding `full_sd` (gathered weights, on CPU) for `save_pretrained`.
+
+    Built on the `meta` device and filled with `assign=True`, so no second copy of the weights is made.
+    """
+    from domainfm.code.model.build import build_model
+
+    model = build_model(mcfg, device="meta")
+    model.load_state_dict(full_sd, assign=True)
+    model.tie_weights()  # `assign` replaced the tied lm_head parameter by its own copy: share it again
+    return model

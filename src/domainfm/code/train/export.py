@@ -70,7 +70,10 @@ def export_final(model: Any, out_dir: Path, *, packed_dir: Path, index: dict[str
     tok = tokenizer_dir(index, packed_dir)
     if tok is not None:
         _set_special_ids(model, tok)
+    use_cache = model.config.use_cache
+    model.config.use_cache = True  # training turns the KV cache off; generation wants it back
     model.save_pretrained(tmp, state_dict=state_dict, safe_serialization=True)
+    model.config.use_cache = use_cache
     if tok is not None:
         for name in TOKENIZER_FILES:
             if (tok / name).is_file():

@@ -33,6 +33,7 @@ from domainfm.code.train.dist import (
     autocast_dtype,
     init_distributed,
     replicas_in_sync,
+    unsharded_model,
     wrap_model,
 )
 from domainfm.core.config import config_to_dict, save_config
@@ -108,14 +109,26 @@ class Trainer:
         from domainfm.code.model.build import build_model
 
         torch.manual_seed(cfg.seed)  # same initialisation on every process (DDP also broadcasts it)
-        mcfg = model_config_for(cfg.preset, self.vocab)
+        self.mcfg = mcfg = model_config_for(cfg.preset, self.vocab)
         mcfg.use_cache = False  # no KV cache while training
-        self.raw = build_model(mcfg, device=self.info.device)
-        if self.state is not None and not cfg.fsdp:
-            self.raw.load_state_dict(self.state["model"])
+        init_from = None
+        if cfg.fsdp and self.info.distributed:
+            # FSDP: every rank builds on `meta` (no memory); rank 0 also builds the real initialisation on
+            # CPU (the same weights a single process would draw) or takes the checkpoint's, and sends each
+            # rank its shards (`dist.load_full_state`)
+            if self.info.is_main:
+                init_from = build_model(mcfg, device="cpu")  # also the source of the non-persistent buffers
+                if self.state is not None:  # (RoPE inv_freq), which no checkpoint holds
+                    init_from.load_state_dict(self.state["model"], assign=True)
+            self.raw = build_model(mcfg, device="meta")
+        else:
+            self.raw = build_model(mcfg, device=self.info.device)
+            if self.state is not None:
+                self.raw.load_state_dict(self.state["model"])
         if cfg.grad_checkpointing:
             self.raw.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-        self.wrapped = wrap_model(self.raw, self.info, cfg.fsdp)
+        self.wrapped = wrap_model(self.raw, self.info, cfg.fsdp, init_from=init_from)
+        del init_from
         self.model = torch.compile(self.wrapped) if cfg.compile else self.wrapped
 
         # weight decay on matrices only: biases and LayerNorm gains are not decayed (GPT-2/nanoGPT practice)
@@ -140,6 +153,8 @@ class Trainer:
         old, new = state["config"], config_to_dict(self.cfg)
         norm = {"data": lambda v: str(Path(v).resolve())}
         diff = [k for k in RESUME_KEYS if norm.get(k, lambda v: v)(old.get(k)) != norm.get(k, lambda v: v)(new.get(k))]
+        if bool(old.get("fsdp")) != bool(new.get("fsdp")):  # DDP and FSDP checkpoints key the optimizer apart
+            diff.append(f"fsdp ({old.get('fsdp')} -> {new.get('fsdp')})")
         if state.get("world_size", 1) != self.info.world_size:
             diff.append(f"world_size ({state.get('world_size')} -> {self.info.world_size})")
         if diff:
@@ -147,16 +162,12 @@ class Trainer:
                             "use the same settings or another --out")
 
     def _restore(self, state: dict[str, Any]) -> None:
-        if self.cfg.fsdp:
-            from torch.distributed.checkpoint.state_dict import (
-                StateDictOptions,
-                set_model_state_dict,
-                set_optimizer_state_dict,
-            )
+        if self.cfg.fsdp:  # the weights came in with the sharding (`_setup`); the optimizer's state is keyed
+            # by parameter name in a gathered checkpoint: each rank keeps its shard of it
+            from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
 
-            opts = StateDictOptions(full_state_dict=True)
-            set_model_state_dict(self.raw, state["model"], options=opts)
-            set_optimizer_state_dict(self.raw, self.optimizer, state["optimizer"], options=opts)
+            set_optimizer_state_dict(self.raw, self.optimizer, state["optimizer"],
+                                     options=StateDictOptions(full_state_dict=True))
         else:
             self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
@@ -343,7 +354,10 @@ class Trainer:
             "wall_s": wall, "out": str(self.out),
         }
         png = plot_loss(self.out / "metrics.jsonl", self.out / "loss.png", title=f"{self.cfg.preset} pretraining")
-        final = export_final(self.raw, self.out, packed_dir=self.packed, index=self.index,
-                             cfg=config_to_dict(self.cfg), summary=summary, state_dict=full_sd)
+        # FSDP: export an ordinary (unsharded) model holding the gathered weights, so the folder is the same
+        # as a single process's (class name, tied embedding stored once)
+        model = unsharded_model(self.mcfg, full_sd) if full_sd is not None else self.raw
+        final = export_final(model, self.out, packed_dir=self.packed, index=self.index,
+                             cfg=config_to_dict(self.cfg), summary=summary)
         summary.update(final=str(final), loss_png=str(png))
         return summary

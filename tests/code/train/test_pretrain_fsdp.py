@@ -1,0 +1,132 @@
+"""FSDP2 over 2 CPU processes (gloo, `torchrun -m domainfm code pretrain --fsdp`).
+
+Checks what a user relies on: the sharded run computes the same losses as one process with the same
+global batch, the exported `final/` is an ordinary transformers folder holding the trained weights, and a
+run whose processes are all killed with SIGKILL resumes from its (gathered) checkpoint to the same losses.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+STEPS = 8
+# the monkeypatch makes every rank SIGKILL itself when it starts step DIE_AT + 1 (after checkpoint 3)
+DYING = """
+import os, signal, sys
+from domainfm.code.train.trainer import Trainer
+
+_step = Trainer._train_step
+
+def _dying(self, batches):
+    if self.step == int(os.environ["DIE_AT"]):
+        os.kill(os.getpid(), signal.SIGKILL)
+    return _step(self, batches)
+
+Trainer._train_step = _dying
+from domainfm.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _args(packed: Path, preset: str, out: Path, batch_size: int = 2) -> list[str]:
+    return ["code", "pretrain", "--data", str(packed), "--preset", preset, "-o", str(out), "--batch-size",
+            str(batch_size), "--grad-accum", "2", "--max-steps", str(STEPS), "--warmup", "1", "--lr", "3e-3",
+            "--save-every", "3", "--eval-every", "4", "--eval-batches", "1", "--seed", "5", "--no-tensorboard"]
+
+
+def torchrun(args: list[str], script: Path | None = None, env_extra: dict[str, str] | None = None
+             ) -> subprocess.CompletedProcess:
+    env = {**os.environ, "DOMAINFM_PROGRESS": "0", "OMP_NUM_THREADS": "1", **(env_extra or {})}
+    target = [str(script)] if script is not None else ["-m", "domainfm"]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-addr", "127.0.0.1",
+           "--master-port", str(_free_port()), *target, *args]
+    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
+
+
+def rows(out: Path) -> list[dict]:
+    return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+
+
+@pytest.fixture(scope="module")
+def fsdp_run(packed_dir: Path, micro_preset: str, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("fsdp") / "run"
+    res = torchrun([*_args(packed_dir, micro_preset, out), "--fsdp"])
+    assert res.returncode == 0, res.stderr[-3000:]
+    return out
+
+
+def test_fsdp_equals_one_process_and_exports_the_trained_weights(fsdp_run: Path, packed_dir: Path,
+                                                                  micro_preset: str, tmp_path: Path) -> None:
+    import torch
+    from safetensors import safe_open
+    from transformers import AutoModelForCausalLM
+
+    from domainfm.cli import main
+
+    # one process with twice the micro-batch reads the same sequences per step (data.BatchPlan)
+    single = tmp_path / "single"
+    torch.set_num_threads(1)
+    assert main([*_args(packed_dir, micro_preset, single, batch_size=4), "--threads", "1"]) == 0
+    a, b = rows(fsdp_run), rows(single)
+    assert [r["step"] for r in a] == list(range(1, STEPS + 1))
+    for ra, rb in zip(a, b, strict=True):
+        assert ra["loss"] == pytest.approx(rb["loss"], rel=1e-5), ra["step"]
+        assert ra["grad_norm"] == pytest.approx(rb["grad_norm"], rel=1e-4), ra["step"]  # clipping sees DTensors
+        assert ra["lr"] == rb["lr"]
+        assert (ra.get("val_loss") is None) == (rb.get("val_loss") is None)
+        if ra.get("val_loss") is not None:
+            assert ra["val_loss"] == pytest.approx(rb["val_loss"], rel=1e-5)
+
+    # final/ is an ordinary transformers folder: plain class, tied embedding stored once, KV cache on
+    final = fsdp_run / "final"
+    cfg = json.loads((final / "config.json").read_text())
+    assert cfg["architectures"] == ["Starcoder2ForCausalLM"] and cfg["use_cache"] is True
+    with safe_open(final / "model.safetensors", "pt") as f:
+        assert "lm_head.weight" not in set(f.keys())
+    assert "FSDP" not in (final / "README.md").read_text().split("## Training")[0]
+    model = AutoModelForCausalLM.from_pretrained(final)
+    loaded = model.state_dict()
+    trained = torch.load(fsdp_run / f"checkpoints/step_{STEPS:08d}/state.pt", weights_only=False)["model"]
+    ref = AutoModelForCausalLM.from_pretrained(single / "final").state_dict()
+    assert loaded.keys() == trained.keys() == ref.keys()
+    for k in trained:
+        assert torch.equal(loaded[k], trained[k]), k  # the export is the gathered checkpoint, bit for bit
+        torch.testing.assert_close(loaded[k], ref[k], rtol=2e-3, atol=2e-4)  # and the single run's, to rounding
+
+
+def test_fsdp_killed_then_resumed_reproduces_the_uninterrupted_run(fsdp_run: Path, packed_dir: Path,
+                                                                   micro_preset: str, tmp_path: Path) -> None:
+    import torch
+
+    script = tmp_path / "dying.py"
+    script.write_text(DYING)
+    out = tmp_path / "cut"
+    args = [*_args(packed_dir, micro_preset, out), "--fsdp"]
+    res = torchrun(args, script=script, env_extra={"DIE_AT": "5"})
+    assert res.returncode != 0  # every worker died by SIGKILL during step 6
+    assert [r["step"] for r in rows(out)] == [1, 2, 3, 4, 5]
+    assert not (out / "final").exists()
+    assert (out / "checkpoints" / "latest").read_text().strip() == "step_00000003"
+
+    res = torchrun(args)  # the same command again: resumes from step 3, drops the logged steps 4-5
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "resuming from" in res.stderr
+    strip = ("tokens_per_s", "elapsed_s")
+    assert [{k: v for k, v in r.items() if k not in strip} for r in rows(out)] == \
+           [{k: v for k, v in r.items() if k not in strip} for r in rows(fsdp_run)]
+    a = torch.load(fsdp_run / f"checkpoints/step_{STEPS:08d}/state.pt", weights_only=False)
+    b = torch.load(out / f"checkpoints/step_{STEPS:08d}/state.pt", weights_only=False)
+    assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
