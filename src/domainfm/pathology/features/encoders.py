@@ -63,12 +63,21 @@ def build_backbone(arch: str) -> tuple[Any, int]:
             head = getattr(model, attr, None)
             if head is None:
                 continue
-            linear = head if isinstance(head, nn.Linear) else next(
-                (m for m in reversed(list(head.modules())) if isinstance(m, nn.Linear)), None)
-            if linear is None:
+            if isinstance(head, nn.Linear):
+                setattr(model, attr, nn.Identity())
+                return model, int(head.in_features)
+            # a Sequential head: its FIRST Linear sees the features (mobilenet_v3: Linear(576, 1024) -> ... ->
+            # Linear(1024, 1000) gives 576-d). Layers before it that shape the features (convnext's
+            # LayerNorm2d + Flatten) are kept, dropout is not; everything from that Linear on goes.
+            if not isinstance(head, nn.Sequential):
                 continue
-            setattr(model, attr, nn.Identity())
-            return model, int(linear.in_features)
+            first = next((i for i, m in enumerate(head) if isinstance(m, nn.Linear)), None)
+            if first is None:
+                continue
+            keep = [m for m in list(head)[:first] if not isinstance(m, nn.Dropout)]
+            width = int(head[first].in_features)
+            setattr(model, attr, nn.Sequential(*keep) if keep else nn.Identity())
+            return model, width
         raise UserError(f"torchvision model {arch!r} has no recognisable classifier head; use a timm name")
     try:
         import timm
@@ -198,6 +207,7 @@ def load_encoder(path_or_name: str | Path, device: str = "cpu", *, arch: str | N
         mean, std = tuple(config.get("mean", mean)), tuple(config.get("std", std))
         size = image_size or int(config.get("image_size", 224))
         name = config.get("name") or p.name
+        extra_src = {"path": str(p.resolve())}
         extra = {k: v for k, v in config.items() if k not in ("arch", "embed_dim", "image_size", "mean", "std")}
         source = "pretrain"
     elif p.is_file() or p.suffix in WEIGHT_SUFFIXES:
@@ -214,16 +224,22 @@ def load_encoder(path_or_name: str | Path, device: str = "cpu", *, arch: str | N
         size = image_size or int(side_cfg.get("image_size", 224))
         name = p.stem
         source = "weights-file"
+        extra_src = {"path": str(p.resolve())}
     else:
         arch = arch or str(path_or_name)
+        if arch.endswith("-random") and arch not in _torchvision_names():
+            arch = arch[: -len("-random")]  # the name a random-init encoder reports loads it back
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)  # the random baseline is the same network every run
             model, dim = build_backbone(arch)
         size = image_size or 224
         name = f"{arch}-random"
         source = "random-init"
+        extra_src = {"seed": seed}
     model = model.to(device).eval()
+    # spec: what to pass to load_encoder (with image_size) to get this encoder back; feature files record it
+    spec = extra_src.get("path", arch)
     config = {**extra, "arch": arch, "embed_dim": dim, "image_size": size, "mean": list(mean),
-              "std": list(std), "source": source, "name": name}
+              "std": list(std), "source": source, "name": name, "spec": spec, **extra_src}
     return Encoder(model=model, embed_dim=dim, image_size=size, transform=make_transform(size, mean, std),
                    config=config, name=name)

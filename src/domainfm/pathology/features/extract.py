@@ -118,7 +118,7 @@ def embed_files(model: Any, files: list[Path], transform: Any, *, batch_size: in
 def extract_image_folder(encoder: Any, folder: str | Path, out_h5: str | Path, *, batch_size: int = 64,
                          device: str = "cpu", num_workers: int = 0, fp16: bool = False,
                          max_per_class: int | None = None, seed: int = 0) -> Path:
-    """ImageFolder -> `out_h5` (features, labels, paths; attrs classes, encoder). Unreadable files are
+    """ImageFolder -> `out_h5` (features, labels, paths; attrs classes + `encoder_attrs`). Unreadable files are
     left out and listed in the attribute ``skipped``. `max_per_class` keeps a seeded random subset."""
     import h5py
 
@@ -143,12 +143,30 @@ def extract_image_folder(encoder: Any, folder: str | Path, out_h5: str | Path, *
                           dtype=h5py.string_dtype())
         h5.attrs["classes"] = classes
         h5.attrs["root"] = str(root)
-        h5.attrs["encoder"] = encoder.name
-        h5.attrs["encoder_config"] = _json(encoder.config)
+        h5.attrs.update(encoder_attrs(encoder))
         h5.attrs["skipped"] = skipped
     if skipped:
         log.warning("%d unreadable images left out (listed in %s attrs['skipped'])", len(skipped), out_h5)
     return Path(out_h5)
+
+
+def encoder_attrs(encoder: Any) -> dict[str, Any]:
+    """The HDF5 attributes that say which encoder made a feature file (what `heatmap` rebuilds it from).
+
+    ``encoder`` its name; ``encoder_spec`` what `load_encoder` takes to rebuild it (the encoder folder's or
+    weights file's absolute path, or the architecture name for a random-init baseline);
+    ``encoder_path`` the absolute path (folders and weights files only); ``encoder_arch``,
+    ``encoder_image_size``, ``encoder_embed_dim``, ``encoder_source``; ``encoder_config`` all of it as JSON.
+    """
+    cfg = encoder.config
+    attrs: dict[str, Any] = {
+        "encoder": encoder.name, "encoder_spec": str(cfg.get("spec") or cfg.get("arch") or encoder.name),
+        "encoder_arch": str(cfg.get("arch", "")), "encoder_image_size": int(encoder.image_size),
+        "encoder_embed_dim": int(encoder.embed_dim), "encoder_source": str(cfg.get("source", "")),
+        "encoder_config": _json(cfg)}
+    if cfg.get("path"):
+        attrs["encoder_path"] = str(cfg["path"])
+    return attrs
 
 
 def _json(obj: Any) -> str:
@@ -168,7 +186,7 @@ def _read_tiles_fn() -> Any:
 def extract_slide_features(encoder: Any, coords_h5: str | Path, out_h5: str | Path, batch_size: int = 64,
                            device: str = "cpu", num_workers: int = 0, fp16: bool = False,
                            slide_path: str | Path | None = None) -> Path:
-    """One tiled slide -> `out_h5` with features (N, D) and coords (N, 2) + the coords file's attrs.
+    """One tiled slide -> `out_h5` with features (N, D), coords (N, 2), the coords file's attrs + `encoder_attrs`.
 
     Tiles are read in the coords file's order; decoding runs in a background thread pool when
     `num_workers` > 0 (slide readers are not fork-safe, threads are)."""
@@ -217,8 +235,7 @@ def extract_slide_features(encoder: Any, coords_h5: str | Path, out_h5: str | Pa
         for k, v in attrs.items():
             with contextlib.suppress(TypeError, ValueError):
                 h5.attrs[k] = v
-        h5.attrs["encoder"] = encoder.name
-        h5.attrs["encoder_config"] = _json(encoder.config)
+        h5.attrs.update(encoder_attrs(encoder))
     return Path(out_h5)
 
 

@@ -9,6 +9,13 @@ batch statistics). On one device we get the same effect with `SplitBatchNorm2d`:
 normalises ``bn_splits`` sub-batches separately, exactly as ``bn_splits`` GPUs would, and the keys are
 shuffled across sub-batches before the key encoder and un-shuffled after. Under torchrun DDP the upstream
 cross-GPU shuffle is used (`bn_splits` then splits each GPU's share further, 1 by default).
+
+DDP invariants (checked by tests/pathology/ssl/test_moco_ddp.py): the permutation of the cross-rank
+shuffle is drawn from the caller's CPU generator (identical on every rank, checkpointed, so resume is
+exact on GPU too) and broadcast from rank 0 as a guard; the queue is filled with the keys of the
+*global* batch (all-gathered), so every rank holds the same queue without broadcasting it; the key
+encoder follows the query encoder, whose parameters DDP keeps identical, so it stays identical too.
+BN running statistics are each rank's own until `average_bn_stats` averages them (at checkpoints).
 """
 
 from __future__ import annotations
@@ -93,6 +100,26 @@ def concat_all_gather(x: torch.Tensor) -> torch.Tensor:
     return torch.cat(parts, dim=0)
 
 
+@torch.no_grad()
+def average_bn_stats(module: nn.Module) -> None:
+    """Replace every BatchNorm running mean / variance by its mean over the ranks (no-op on one process).
+
+    Under DDP each rank's BN sees only its own (shuffled) share of the batch, so the running statistics
+    drift apart; averaging them at checkpoints makes every rank's state identical and the saved encoder's
+    statistics an estimate over the global batch (all ranks must call this at the same step)."""
+    if not _distributed():
+        return
+    bufs = [b for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)
+            and m.running_mean is not None for b in (m.running_mean, m.running_var)]
+    if not bufs:
+        return
+    flat = torch.cat([b.reshape(-1) for b in bufs])  # one collective instead of one per buffer
+    dist.all_reduce(flat)
+    flat.div_(dist.get_world_size())
+    for b, v in zip(bufs, flat.split([b.numel() for b in bufs]), strict=True):
+        b.copy_(v.view_as(b))
+
+
 class MoCo(nn.Module):
     """MoCo v2 around any headless backbone ``(B, 3, S, S) -> (B, width)``."""
 
@@ -134,23 +161,29 @@ class MoCo(nn.Module):
     def _keys(self, im_k: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
         """Key projections with shuffled BN: permute, encode, un-permute -> (B, dim)."""
         if _distributed():
-            return self._keys_ddp(im_k)
+            return self._keys_ddp(im_k, generator)
         b = im_k.shape[0]
         perm = torch.randperm(b, generator=generator).to(im_k.device)
         k = F.normalize(self.encoder_k(im_k[perm]), dim=1)
         return k[torch.argsort(perm)]
 
     @torch.no_grad()
-    def _keys_ddp(self, im_k: torch.Tensor) -> torch.Tensor:
-        """Upstream cross-GPU batch shuffle: gather, permute (rank 0's permutation), encode the local share."""
+    def _keys_ddp(self, im_k: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Upstream cross-GPU batch shuffle: gather, permute (rank 0's permutation), encode the local share.
+
+        im_k (b, 3, S, S) per rank -> gathered (world * b, 3, S, S); rank r encodes rows perm[r*b:(r+1)*b]
+        (its BN sees a mix of every rank's images), the keys are gathered back and un-permuted, and each
+        rank keeps the keys of its own b images -> (b, dim)."""
         b = im_k.shape[0]
         gathered = concat_all_gather(im_k)
         world, rank = dist.get_world_size(), dist.get_rank()
-        perm = torch.randperm(gathered.shape[0], device=im_k.device)
+        # CPU generator: the same draw on every rank and restorable from a checkpoint (a CUDA randperm
+        # would use the device RNG, which the checkpoint does not hold)
+        perm = torch.randperm(gathered.shape[0], generator=generator).to(im_k.device)
         dist.broadcast(perm, src=0)
-        local = perm.view(world, -1)[rank]
+        local = perm.view(world, b)[rank]
         k = F.normalize(self.encoder_k(gathered[local]), dim=1)
-        all_k = concat_all_gather(k)  # (world * b, dim) in permuted order
+        all_k = concat_all_gather(k)  # (world * b, dim): row i is the key of gathered[perm[i]]
         unshuffled = torch.empty_like(all_k)
         unshuffled[perm] = all_k
         return unshuffled[rank * b:(rank + 1) * b]

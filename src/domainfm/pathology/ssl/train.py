@@ -11,7 +11,7 @@ import json
 import math
 import os
 import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +24,7 @@ from domainfm.core.progress import get_logger, progress
 from domainfm.pathology.ssl.augment import AugmentConfig, TwoCrops, moco_v2_transform
 from domainfm.pathology.ssl.config import MocoConfig
 from domainfm.pathology.ssl.data import EpochSampler, TileDataset, find_images
-from domainfm.pathology.ssl.moco import MoCo
+from domainfm.pathology.ssl.moco import MoCo, average_bn_stats
 
 log = get_logger("pathology.ssl")
 
@@ -79,7 +79,11 @@ def build_model(cfg: MocoConfig, world: int = 1) -> tuple[MoCo, int]:
 
     torch.manual_seed(cfg.seed)
     backbone, width = build_backbone(cfg.backbone)
-    splits = auto_bn_splits(cfg.batch_size, cfg.bn_splits) if world == 1 else max(1, cfg.bn_splits)
+    # under DDP the cross-rank shuffle does upstream's job; --bn-splits may still split each rank's share
+    if world == 1 or cfg.bn_splits > 0:
+        splits = auto_bn_splits(cfg.batch_size, cfg.bn_splits)
+    else:
+        splits = 1
     model = MoCo(backbone, width, dim=cfg.dim, queue_size=cfg.queue_size, momentum=cfg.momentum,
                  temperature=cfg.temperature, bn_splits=splits)
     return model, width
@@ -142,22 +146,89 @@ def knn_monitor(backbone: torch.nn.Module, cfg: MocoConfig, device: str) -> dict
     return {"accuracy": knn_loo_accuracy(feats[ok], labels[ok], k=20), "n": int(ok.sum())}
 
 
+@dataclass
+class PretrainRun:
+    """What `run_pretrain` leaves behind: the encoder folder, the trained MoCo module and the loop state."""
+
+    output: Path
+    model: MoCo
+    state: dict[str, Any]
+    rank: int = 0
+    world: int = 1
+
+
 def pretrain(cfg: MocoConfig, stop_at_step: int | None = None) -> Path:
     """Train MoCo v2 on `cfg.tiles`, write the encoder to `cfg.output`; returns that folder.
 
     `stop_at_step` ends this session early after a checkpoint (as a kill would; the tests use it);
     rerunning with ``resume=True`` continues exactly where it stopped."""
-    cfg = resolve(cfg)
-    rank, world, local_rank = _dist_env()
-    distributed = world > 1
-    device = cfg.device
+    return run_pretrain(cfg, stop_at_step).output
+
+
+def _init_distributed(device: str, local_rank: int) -> tuple[str, bool]:
+    """Join the torchrun process group (nccl on GPUs, gloo on CPU) -> (this rank's device, owns_group).
+
+    A group the caller already initialised is used as is (and left for the caller to destroy)."""
+    import torch.distributed as dist
+
+    if device.startswith("cuda"):
+        device = f"cuda:{local_rank}"
+        torch.cuda.set_device(device)
+    if dist.is_initialized():
+        return device, False
+    dist.init_process_group("nccl" if device.startswith("cuda") else "gloo")
+    return device, True
+
+
+def _global_mean(x: torch.Tensor, distributed: bool) -> float:
+    """The loss averaged over the ranks (what one process with the global batch would report)."""
     if distributed:
         import torch.distributed as dist
 
-        if device.startswith("cuda"):
-            device = f"cuda:{local_rank}"
-            torch.cuda.set_device(device)
-        dist.init_process_group("nccl" if device.startswith("cuda") else "gloo")
+        x = x.detach().clone()
+        dist.all_reduce(x)
+        x /= dist.get_world_size()
+    return float(x)
+
+
+def _wrap_ddp(model: MoCo, device: str) -> Any:
+    """DDP over the query encoder's gradients; parameters and buffers synced from rank 0 once, at wrap time.
+
+    No per-step buffer broadcast: the queue is identical on every rank by construction (global keys), so
+    re-sending its 128 x K floats every step (upstream's default) is wasted traffic; BN statistics are
+    averaged at checkpoints instead (`average_bn_stats`)."""
+    import inspect
+
+    from torch.nn.parallel import DistributedDataParallel
+
+    kw: dict[str, Any] = {"device_ids": [torch.device(device).index] if device.startswith("cuda") else None}
+    if "forward_sync_buffers" in inspect.signature(DistributedDataParallel.__init__).parameters:
+        kw["forward_sync_buffers"] = False  # torch >= 2.14 name; still syncs once at init
+    else:  # pragma: no cover - older torch
+        kw["broadcast_buffers"] = False
+    return DistributedDataParallel(model, **kw)
+
+
+def run_pretrain(cfg: MocoConfig, stop_at_step: int | None = None) -> PretrainRun:
+    """`pretrain`, returning the trained module and state too (the DDP test compares ranks with it).
+
+    Under torchrun (WORLD_SIZE > 1) every rank runs this; the batch is per rank, lr follows the global
+    batch (0.03 x batch x world / 256), rank 0 alone writes checkpoints and the encoder."""
+    cfg = resolve(cfg)
+    rank, world, local_rank = _dist_env()
+    distributed = world > 1
+    device, owns_group = _init_distributed(cfg.device, local_rank) if distributed else (cfg.device, False)
+    try:
+        return _train(cfg, stop_at_step, rank, world, device, distributed)
+    finally:
+        if owns_group:
+            import torch.distributed as dist
+
+            dist.destroy_process_group()
+
+
+def _train(cfg: MocoConfig, stop_at_step: int | None, rank: int, world: int, device: str,
+           distributed: bool) -> PretrainRun:
     if cfg.threads > 0:
         torch.set_num_threads(cfg.threads)
     out = Path(cfg.output)
@@ -166,11 +237,13 @@ def pretrain(cfg: MocoConfig, stop_at_step: int | None = None) -> Path:
         raise UserError(f"{out} already holds a run (checkpoints/last.pt); pass --resume to continue it "
                         "or choose another --output")
     files = find_images(cfg.tiles)
-    steps_per_epoch = len(files) // (cfg.batch_size * world)
+    global_batch = cfg.batch_size * world
+    steps_per_epoch = len(files) // global_batch
     if steps_per_epoch == 0:
-        raise UserError(f"{len(files)} images is fewer than one batch of {cfg.batch_size * world}")
+        raise UserError(f"{len(files)} images is fewer than one batch of {global_batch}"
+                        + (f" ({cfg.batch_size} per rank x {world} ranks)" if distributed else ""))
     total = cfg.max_steps if cfg.max_steps > 0 else cfg.epochs * steps_per_epoch
-    if cfg.queue_size > len(files):
+    if cfg.queue_size > len(files) and rank == 0:
         log.warning("queue (%d) is larger than the data set (%d images): the queue will hold stale copies "
                     "of the current images; consider --queue-size <= %d", cfg.queue_size, len(files), len(files))
 
@@ -178,11 +251,12 @@ def pretrain(cfg: MocoConfig, stop_at_step: int | None = None) -> Path:
     model.to(device)
     if device.startswith("cuda"):
         model = model.to(memory_format=torch.channels_last)
-    base_lr = cfg.lr or 0.03 * cfg.batch_size * world / 256
+    base_lr = cfg.lr or 0.03 * global_batch / 256  # MoCo's rule on the global batch (all ranks together)
     opt = torch.optim.SGD(model.encoder_q.parameters(), lr=base_lr, momentum=cfg.sgd_momentum,
                           weight_decay=cfg.weight_decay)
-    gen = torch.Generator().manual_seed(cfg.seed + 1)  # shuffled-BN permutations
-    state: dict[str, Any] = {"step": 0, "total": total, "loss": [], "knn": [], "images_seen": 0, "seconds": 0.0}
+    gen = torch.Generator().manual_seed(cfg.seed + 1)  # shuffled-BN permutations (the same on every rank)
+    state: dict[str, Any] = {"step": 0, "total": total, "loss": [], "knn": [], "images_seen": 0, "seconds": 0.0,
+                             "world": world, "base_lr": base_lr}
     if ckpt_path.exists():
         ckpt = torch.load(ckpt_path, map_location=device, weights_only=False)
         model.load_state_dict(ckpt["model"])
@@ -190,32 +264,33 @@ def pretrain(cfg: MocoConfig, stop_at_step: int | None = None) -> Path:
         state = ckpt["state"]
         gen.set_state(ckpt["generator"])
         torch.set_rng_state(ckpt["torch_rng"])
+        if rank == 0 and state.get("world", 1) != world:
+            log.warning("resuming a run made with %d process(es) on %d: the global batch, lr and data order "
+                        "change from here on", state.get("world", 1), world)
+        state["world"], state["base_lr"] = world, base_lr
         if state["total"] != total:
-            log.warning("resuming with %d total steps instead of %d: the cosine schedule changes", total,
-                        state["total"])
+            if rank == 0:
+                log.warning("resuming with %d total steps instead of %d: the cosine schedule changes", total,
+                            state["total"])
             state["total"] = total
-        log.info("resumed from step %d / %d", state["step"], total)
+        if rank == 0:
+            log.info("resumed from step %d / %d", state["step"], total)
     if rank == 0:
         out.mkdir(parents=True, exist_ok=True)
         save_config(cfg, out / "pretrain_config.yaml")
     net: Any = model
     if distributed:
-        net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[local_rank] if device.startswith("cuda")
-                                                         else None)
+        net = _wrap_ddp(model, device)
     aug = AugmentConfig(image_size=cfg.image_size, crop_scale_min=cfg.crop_scale_min, color_jitter=cfg.color_jitter,
                         grayscale_p=cfg.grayscale_p, blur_p=cfg.blur_p, vflip=cfg.vflip, rot90=cfg.rot90,
                         hed_jitter=cfg.hed_jitter)
     dataset = TileDataset(files, TwoCrops(moco_v2_transform(aug)))
     amp = torch.autocast("cuda", dtype=torch.bfloat16) if device.startswith("cuda") else None
     model.train()
-    if rank == 0:
-        bar = progress(total=total, initial=state["step"], desc="MoCo v2", unit="step")
-    else:
-        from tqdm import tqdm
-
-        bar = tqdm(total=total, disable=True)
+    bar = progress(total=total, initial=state["step"], desc="MoCo v2", unit="step", disable=rank != 0)
     t_start = time.perf_counter() - state["seconds"]
-    while state["step"] < total:
+    interrupted = False
+    while state["step"] < total and not interrupted:
         epoch, start_batch = divmod(state["step"], steps_per_epoch)
         sampler = EpochSampler(len(files), cfg.batch_size, cfg.seed, epoch, start_batch, rank, world)
         loader = torch.utils.data.DataLoader(dataset, batch_size=cfg.batch_size, sampler=sampler, drop_last=True,
@@ -236,50 +311,53 @@ def pretrain(cfg: MocoConfig, stop_at_step: int | None = None) -> Path:
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            loss_v = float(loss.detach())
+            loss_v = _global_mean(loss.detach(), distributed)  # same value on every rank
             if not math.isfinite(loss_v):
                 raise RuntimeError(f"loss became {loss_v} at step {step}; lower --lr")
             state["step"] += 1
             state["loss"].append(loss_v)
-            state["images_seen"] += cfg.batch_size * world
-            n_win += cfg.batch_size * world
+            state["images_seen"] += global_batch
+            n_win += global_batch
             elapsed = time.perf_counter() - t_win
             bar.update(1)
             bar.set_postfix(loss=f"{loss_v:.3f}", img_s=f"{n_win / max(elapsed, 1e-9):.0f}", lr=f"{lr:.4f}")
             state["seconds"] = time.perf_counter() - t_start
             done = state["step"] >= total
-            interrupted = stop_at_step is not None and state["step"] >= stop_at_step
-            if rank == 0 and (state["step"] % cfg.checkpoint_every == 0 or done or interrupted):
-                _save_checkpoint(ckpt_path, model, opt, state, gen)
-            if interrupted and not done:
-                bar.close()
-                return out
-            if done:
+            interrupted = stop_at_step is not None and state["step"] >= stop_at_step and not done
+            # the same decision on every rank: average_bn_stats is a collective
+            if state["step"] % cfg.checkpoint_every == 0 or done or interrupted:
+                average_bn_stats(model)
+                if rank == 0:
+                    _save_checkpoint(ckpt_path, model, opt, state, gen)
+            if done or interrupted:
                 break
         epoch_done = state["step"] % steps_per_epoch == 0 or state["step"] >= total
-        if cfg.val_dir and rank == 0 and epoch_done:
-            res = knn_monitor(model.backbone, cfg, device)
-            state["knn"].append({"step": state["step"], "epoch": epoch + 1, **res})
-            log.info("epoch %d: kNN accuracy %.4f on %d val images", epoch + 1, res["accuracy"], res["n"])
-            _save_checkpoint(ckpt_path, model, opt, state, gen)
+        if cfg.val_dir and epoch_done and not interrupted:
+            average_bn_stats(model)
+            if rank == 0:
+                res = knn_monitor(model.backbone, cfg, device)
+                state["knn"].append({"step": state["step"], "epoch": epoch + 1, **res})
+                log.info("epoch %d: kNN accuracy %.4f on %d val images", epoch + 1, res["accuracy"], res["n"])
+                _save_checkpoint(ckpt_path, model, opt, state, gen)
     bar.close()
-    if rank == 0:
-        _finish(model, cfg, width, state, files, out)
+    if rank == 0 and not interrupted:
+        _finish(model, cfg, width, state, files, out, world)
     if distributed:
         import torch.distributed as dist
 
-        dist.barrier()
-        dist.destroy_process_group()
-    return out
+        dist.barrier()  # nobody leaves (or resumes) before rank 0 has written the checkpoint / encoder
+    return PretrainRun(output=out, model=model, state=state, rank=rank, world=world)
 
 
-def _finish(model: MoCo, cfg: MocoConfig, width: int, state: dict[str, Any], files: list[Path], out: Path) -> None:
+def _finish(model: MoCo, cfg: MocoConfig, width: int, state: dict[str, Any], files: list[Path], out: Path,
+            world: int = 1) -> None:
     from domainfm.pathology.features.encoders import save_encoder
 
     seconds = state["seconds"]
     extra = {"name": out.name, "method": "moco_v2", "steps": state["step"], "images_seen": state["images_seen"],
              "train_seconds": round(seconds, 1), "n_train_images": len(files),
              "final_loss": float(sum(state["loss"][-20:]) / max(1, len(state["loss"][-20:]))),
+             "world_size": world, "global_batch": cfg.batch_size * world, "base_lr": state.get("base_lr"),
              "pretrain": config_to_dict(cfg)}
     save_encoder(model.backbone, out, arch=cfg.backbone, embed_dim=width, image_size=cfg.image_size, extra=extra)
     atomic_write_json(out / "history.json", {"loss": state["loss"], "knn": state["knn"]})
