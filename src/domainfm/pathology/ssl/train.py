@@ -258,7 +258,9 @@ def _train(cfg: MocoConfig, stop_at_step: int | None, rank: int, world: int, dev
     state: dict[str, Any] = {"step": 0, "total": total, "loss": [], "knn": [], "images_seen": 0, "seconds": 0.0,
                              "world": world, "base_lr": base_lr}
     if ckpt_path.exists():
-        ckpt = torch.load(ckpt_path, map_location=device, weights_only=False)
+        # on the CPU: the RNG states must stay CPU tensors; load_state_dict moves weights and optimiser
+        # state to the parameters' device
+        ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False)
         model.load_state_dict(ckpt["model"])
         opt.load_state_dict(ckpt["optimizer"])
         state = ckpt["state"]
