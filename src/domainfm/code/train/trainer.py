@@ -125,8 +125,12 @@ class Trainer:
             self.raw = build_model(mcfg, device=self.info.device)
             if self.state is not None:
                 self.raw.load_state_dict(self.state["model"])
-        if cfg.grad_checkpointing:
-            self.raw.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        if cfg.grad_checkpointing:  # recompute each decoder layer in backward; non-reentrant works with FSDP
+            enable = getattr(self.raw, "activation_checkpointing_enable", None)  # transformers >= 5 name
+            if enable is not None:
+                enable(activation_checkpointing_kwargs={"use_reentrant": False})
+            else:
+                self.raw.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         self.wrapped = wrap_model(self.raw, self.info, cfg.fsdp, init_from=init_from)
         del init_from
         self.model = torch.compile(self.wrapped) if cfg.compile else self.wrapped
@@ -224,13 +228,16 @@ class Trainer:
         if per_rank == 0:
             return None
         start = self.info.rank * per_rank
-        self.model.eval()
+        # eager even under --compile: a second (eval-mode, no-grad) graph would double the compile time
+        # for a few batches
+        model = self.wrapped
+        model.eval()
         tot, n = 0.0, 0
         with torch.no_grad(), autocast(self.info.device, self.ptdtype):
             for i in range(start, start + per_rank, B):
                 idx = range(i, min(i + B, start + per_rank))
                 x = torch.stack([torch.from_numpy(self.val_ds[j][: self.seq_len]) for j in idx]).to(self.info.device)
-                tot += float(self.model(input_ids=x, labels=self._labels(x)).loss) * len(idx)
+                tot += float(model(input_ids=x, labels=self._labels(x)).loss) * len(idx)
                 n += len(idx)
         return all_mean([tot / n], self.info)[0]
 
