@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -146,6 +147,44 @@ def test_minhash_estimates_jaccard_unbiased():
     one = mh.signatures(["a b c d e f g"])
     assert (mh.signatures(["x", "a b c d e f g", ""])[1] == one[0]).all()  # batching does not change results
     assert band_keys(one).shape == (1, 25)
+
+
+def test_fused_kernel_equals_numpy_reference():
+    """The numba kernel must give bit-identical signatures to the numpy path (lightly-style parity)."""
+    rng = np.random.default_rng(1)
+    vocab = ["x", "foo_bar", "Zeta9", "_", "42", "ünï", "日本"]
+    texts = ["", "a", "a b", "a b c d", "a b c d e", "a b c d e f", "!!! ???", "naïve café_1 → x2 y3 z4 w5",
+             "lone \ud800 surrogate a b c d e f", "tail_token_without_newline"]
+    texts += [" ".join(rng.choice(vocab, int(rng.integers(1, 600)))) + "\n" for _ in range(40)]
+    texts += [Path(__file__).read_text()]
+    for num_perm, ngram in [(256, 5), (64, 3), (16, 1)]:
+        mh = MinHasher(num_perm, ngram, seed=7)
+        assert np.array_equal(mh.signatures(texts), mh.signatures_numpy(texts)), (num_perm, ngram)
+
+
+def test_lsh_rounds_and_verification():
+    """More bandings find more candidates; verification drops candidates below its estimate threshold."""
+    rng = np.random.default_rng(0)
+    mh = MinHasher()
+    base = [f"t{i}" for i in range(400)]
+    texts = [" ".join(base)]
+    for frac in (0.04, 0.06, 0.08, 0.25):  # Jaccard ~0.8 .. ~0.3 of 5-gram shingles with the base
+        other = list(base)
+        for k in rng.choice(400, int(400 * frac), replace=False):
+            other[k] = f"new{k}"
+        texts.append(" ".join(other))
+    sigs = mh.signatures(texts)
+    zeros, order = np.zeros(len(texts), dtype=np.int64), np.arange(len(texts))
+    plain = near_clusters(sigs, zeros, order, rounds=1)
+    more = near_clusters(sigs, zeros, order, rounds=4)
+    assert set(map(tuple, plain.edges.tolist())) <= set(map(tuple, more.edges.tolist()))  # round 0 = classic
+    assert more.n_candidates >= plain.n_candidates
+    est = (sigs[0] == sigs).mean(axis=1)
+    verified = near_clusters(sigs, zeros, order, rounds=4, verify=0.65)
+    for a, b in verified.edges.tolist():
+        assert (sigs[a] == sigs[b]).mean() >= 0.65
+    assert verified.keeper[4] == 4  # the ~0.3 file is never merged
+    assert all(verified.keeper[i] == 0 for i in range(1, 4) if est[i] >= 0.75)
 
 
 def test_union_find_and_exact_keeper_preference():

@@ -22,6 +22,9 @@ class CurateConfig:
     ngram: int = field(default=5, metadata={"help": "tokens per shingle"})
     bands: int = field(default=25, metadata={"help": "LSH bands"})
     rows: int = field(default=10, metadata={"help": "LSH rows per band"})
+    lsh_rounds: int = field(default=3, metadata={"help": "LSH bandings of the same signatures (1 = classic LSH)"})
+    verify_jaccard: float = field(default=0.65, metadata={
+        "help": "keep an LSH candidate pair only if its MinHash Jaccard estimate is >= this (0 = off)"})
     pii: bool = field(default=True, metadata={"help": "redact emails, IPs, keys and passwords"})
     humaneval: bool = field(default=True, metadata={"help": "decontaminate against HumanEval"})
     mbpp: str = field(default="", metadata={"help": "MBPP jsonl (default $DOMAINFM_DATA/code/mbpp/mbpp.jsonl; 'none' to skip)"})

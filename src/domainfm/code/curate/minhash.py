@@ -119,6 +119,15 @@ class MinHasher:
         return np.unique((shingle_hashes(text, self.ngram) >> np.uint64(32)).astype(np.uint32))
 
     def signatures(self, texts: list[str]) -> np.ndarray:
+        """(N, num_perm) uint32: the fused numba kernel when numba is installed, else the numpy path."""
+        try:
+            from domainfm.code.curate import minhash_jit
+        except ImportError:
+            return self.signatures_numpy(texts)
+        return minhash_jit.signatures(texts, self.a, self.b, self.ngram)
+
+    def signatures_numpy(self, texts: list[str]) -> np.ndarray:
+        """The reference path (plain numpy): the fused kernel must return exactly these numbers."""
         return self.signatures_from_shingles([self.shingles(t) for t in texts])
 
     def signatures_from_shingles(self, keys: list[np.ndarray]) -> np.ndarray:

@@ -115,7 +115,8 @@ def stage2(work: str, rank: int = 0, world_size: int = 1) -> dict[str, Any]:
         sigs = np.concatenate([np.load(wd / "s1" / f"sig-{r:05d}.npy") for r in range(n_shards)])
         # exact survivors with at least one shingle (an all-max signature means no tokens)
         idx = np.flatnonzero((keeper == np.arange(len(keeper))) & (sigs != 0xFFFFFFFF).any(axis=1))
-        res = near_clusters(sigs[idx], priority[idx], order[idx], cfg.bands, cfg.rows)
+        res = near_clusters(sigs[idx], priority[idx], order[idx], cfg.bands, cfg.rows, cfg.lsh_rounds,
+                            cfg.verify_jaccard)
         n_near = res.n_clusters
         dups = np.flatnonzero(res.keeper != np.arange(len(idx)))
         est = estimated_jaccard(sigs, idx[dups], idx[res.keeper[dups]]) if len(dups) else []
