@@ -79,7 +79,7 @@ def one_layer_preset(tmp_path_factory: pytest.TempPathFactory) -> str:
     return str(d / "config.json")
 
 
-@pytest.mark.slow  # inductor builds C++ with gcc on the first step: 327 s on the contended 2-core box
+@pytest.mark.slow  # inductor builds C++ with gcc on the first step: 197-327 s cold on the 2-core box, 25 s warm
 def test_compile_gives_the_eager_losses(packed_dir: Path, one_layer_preset: str, tmp_path: Path,
                                         capsys: pytest.CaptureFixture[str]) -> None:
     import torch
