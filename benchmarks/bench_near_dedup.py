@@ -96,8 +96,8 @@ def write_shards(texts: list[str], folder: Path, n: int) -> list[int]:
 
 
 def _our_signatures(path: str) -> np.ndarray:
-    texts = pq.read_table(path, columns=["text"]).column("text").to_pylist()
-    return MinHasher(256, 5).signatures(texts)
+    # the kernel reads the Parquet column's Arrow buffers in place: no Python strings are built
+    return MinHasher(256, 5).signatures_arrow(pq.read_table(path, columns=["text"]).column("text"))
 
 
 def run_ours(folder: Path, out: Path, workers: int) -> tuple[float, np.ndarray, np.ndarray, np.ndarray]:
@@ -115,7 +115,7 @@ def run_ours(folder: Path, out: Path, workers: int) -> tuple[float, np.ndarray, 
     for f in files:  # the filter stage: write the kept documents
         t = pq.read_table(f)
         mask = keep[start:start + t.num_rows]
-        pq.write_table(t.filter(pa.array(mask)), out / Path(f).name)
+        pq.write_table(t.filter(pa.array(mask)), out / Path(f).name, use_dictionary=["id"])
         start += t.num_rows
     elapsed = time.perf_counter() - t0
     uf = UnionFind(n)

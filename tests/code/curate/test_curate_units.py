@@ -159,7 +159,18 @@ def test_fused_kernel_equals_numpy_reference():
     texts += [Path(__file__).read_text()]
     for num_perm, ngram in [(256, 5), (64, 3), (16, 1)]:
         mh = MinHasher(num_perm, ngram, seed=7)
-        assert np.array_equal(mh.signatures(texts), mh.signatures_numpy(texts)), (num_perm, ngram)
+        ref = mh.signatures_numpy(texts)
+        assert np.array_equal(mh.signatures(texts), ref), (num_perm, ngram)
+    # straight from Arrow buffers (Parquet columns): string, large_string, chunked, sliced, nulls
+    import pyarrow as pa
+
+    texts = [t for t in texts if "\ud800" not in t]  # Arrow strings are valid UTF-8: no lone surrogates
+    mh = MinHasher()
+    ref = mh.signatures_numpy(texts)
+    for col, exp in [(pa.array(texts), ref), (pa.array(texts, pa.large_string()), ref),
+                     (pa.chunked_array([texts[:7], texts[7:]]), ref), (pa.array(texts)[5:], ref[5:])]:
+        assert np.array_equal(mh.signatures_arrow(col), exp)
+    assert np.array_equal(mh.signatures_arrow(pa.array(["a b c d e f", None])), mh.signatures_numpy(["a b c d e f", ""]))
 
 
 def test_lsh_rounds_and_verification():

@@ -126,6 +126,15 @@ class MinHasher:
             return self.signatures_numpy(texts)
         return minhash_jit.signatures(texts, self.a, self.b, self.ngram)
 
+    def signatures_arrow(self, column) -> np.ndarray:
+        """Signatures of an Arrow string column (a Parquet ``content`` column) without building Python
+        strings: the numba kernel reads Arrow's buffers in place (numpy path when numba is missing)."""
+        try:
+            from domainfm.code.curate import minhash_jit
+        except ImportError:
+            return self.signatures_numpy(["" if t is None else t for t in column.to_pylist()])
+        return minhash_jit.signatures_arrow(column, self.a, self.b, self.ngram)
+
     def signatures_numpy(self, texts: list[str]) -> np.ndarray:
         """The reference path (plain numpy): the fused kernel must return exactly these numbers."""
         return self.signatures_from_shingles([self.shingles(t) for t in texts])
