@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -79,8 +80,9 @@ def one_layer_preset(tmp_path_factory: pytest.TempPathFactory) -> str:
     return str(d / "config.json")
 
 
-@pytest.mark.slow  # inductor builds C++ with gcc on the first step: 197-327 s cold on the 2-core box, 25 s warm
-def test_compile_gives_the_eager_losses(packed_dir: Path, one_layer_preset: str, tmp_path: Path,
+@pytest.mark.slow
+@pytest.mark.parametrize("backend", [os.environ.get("DOMAINFM_TEST_COMPILE_BACKEND", "aot_eager")])
+def test_compile_gives_the_eager_losses(backend: str, packed_dir: Path, one_layer_preset: str, tmp_path: Path,
                                         capsys: pytest.CaptureFixture[str]) -> None:
     import torch
     from torch._dynamo.utils import counters
@@ -89,9 +91,12 @@ def test_compile_gives_the_eager_losses(packed_dir: Path, one_layer_preset: str,
     eager = _train(packed_dir, one_layer_preset, tmp_path / "eager", **kw)
     counters.clear()
     t0 = time.perf_counter()
-    comp = _train(packed_dir, one_layer_preset, tmp_path / "compiled", compile=True, **kw)
+    # CI runs the aot_eager backend: the same dynamo capture and AOT-autograd graphs, without inductor's
+    # C++ build (100-330 s cold on 2 cores). DOMAINFM_TEST_COMPILE_BACKEND=inductor runs the real thing
+    # (passes: 25 s with a warm cache).
+    comp = _train(packed_dir, one_layer_preset, tmp_path / "compiled", compile=True, compile_backend=backend, **kw)
     with capsys.disabled():
-        print(f"\n[compile] 2 steps with torch.compile (inductor, CPU): {time.perf_counter() - t0:.1f}s")
+        print(f"\n[compile] 2 steps with torch.compile ({backend}, CPU): {time.perf_counter() - t0:.1f}s")
     assert isinstance(comp.model, torch._dynamo.eval_frame.OptimizedModule)
     assert counters["stats"]["unique_graphs"] >= 1  # dynamo really captured the model
     a, b = _rows(tmp_path / "eager"), _rows(tmp_path / "compiled")

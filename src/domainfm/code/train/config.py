@@ -39,6 +39,8 @@ class PretrainConfig:
     dtype: str = field(default="auto", metadata={"help": "autocast dtype: auto (bf16 on GPU, fp32 on CPU) | "
                                                  "bf16 | fp16 | fp32"})
     compile: bool = field(default=False, metadata={"help": "torch.compile the model"})
+    compile_backend: str = field(default="inductor", metadata={
+        "help": "torch.compile backend (inductor = generated kernels; aot_eager = graph capture only)"})
     grad_checkpointing: bool = field(default=False, metadata={"help": "activation checkpointing (less memory)"})
     fsdp: bool = field(default=False, metadata={"help": "shard params/grads/optimizer over processes (FSDP2) "
                                                 "instead of DDP, for models that do not fit one device"})

@@ -133,7 +133,7 @@ class Trainer:
                 self.raw.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         self.wrapped = wrap_model(self.raw, self.info, cfg.fsdp, init_from=init_from)
         del init_from
-        self.model = torch.compile(self.wrapped) if cfg.compile else self.wrapped
+        self.model = torch.compile(self.wrapped, backend=cfg.compile_backend) if cfg.compile else self.wrapped
 
         # weight decay on matrices only: biases and LayerNorm gains are not decayed (GPT-2/nanoGPT practice)
         params = [p for p in self.raw.parameters() if p.requires_grad]
