@@ -217,25 +217,33 @@ def true_j(a: np.ndarray, b: np.ndarray) -> float:
     return inter / (a.size + b.size - inter)
 
 
-def brute_force_pairs(sets: list[np.ndarray], queries: np.ndarray) -> list[tuple[int, int]]:
-    """Every (q, j) with true Jaccard >= 0.7 for the query files q (exact, via shingle overlap)."""
-    owner: dict[int, list[int]] = {}
-    for q in queries.tolist():
-        for h in sets[q].tolist():
-            owner.setdefault(h, []).append(q)
-    keys = np.array(sorted(owner), dtype=np.uint64)
-    found = []
-    for j, s in enumerate(sets):
-        hits = s[np.isin(s, keys, assume_unique=True)]
-        if hits.size == 0:
-            continue
-        counts: dict[int, int] = {}
-        for h in hits.tolist():
-            for q in owner[h]:
-                counts[q] = counts.get(q, 0) + 1
-        for q, inter in counts.items():
-            if q != j and inter / (sets[q].size + s.size - inter) >= 0.7:
-                found.append((q, j))
+def brute_force_pairs(sets: list[np.ndarray], queries: np.ndarray, chunk: int = 50) -> list[tuple[int, int]]:
+    """Every (q, j) with true Jaccard >= 0.7 for the query files q (exact, via shingle overlap).
+
+    Vectorised: all shingles of the corpus in one array with their file ids; per chunk of queries, the
+    (query, file) pairs that share a shingle are counted with one sort, which gives |q & j| exactly."""
+    sizes = np.array([s.size for s in sets], dtype=np.int64)
+    all_h = np.concatenate(sets)
+    all_f = np.repeat(np.arange(len(sets), dtype=np.int64), sizes)
+    n = len(sets)
+    found: list[tuple[int, int]] = []
+    for c in range(0, len(queries), chunk):
+        qs = queries[c:c + chunk]
+        qh = np.concatenate([sets[q] for q in qs])
+        qf = np.repeat(qs.astype(np.int64), [sets[q].size for q in qs])
+        order = np.argsort(qh, kind="stable")
+        qh, qf = qh[order], qf[order]
+        hit = np.isin(all_h, qh)
+        hh, hf = all_h[hit], all_f[hit]
+        lo, hi = np.searchsorted(qh, hh, "left"), np.searchsorted(qh, hh, "right")
+        reps = hi - lo
+        pair_f = np.repeat(hf, reps)  # one row per (shingle shared by file j and query q)
+        idx = np.repeat(lo - np.cumsum(reps) + reps, reps) + np.arange(reps.sum())
+        pair_q = qf[idx]
+        keys, inter = np.unique(pair_q * n + pair_f, return_counts=True)
+        q, j = keys // n, keys % n
+        ok = (q != j) & (inter / (sizes[q] + sizes[j] - inter) >= 0.7)
+        found += list(zip(q[ok].tolist(), j[ok].tolist(), strict=True))
     return found
 
 
