@@ -22,3 +22,29 @@ def data_dir() -> Path:
 @pytest.fixture(autouse=True)
 def _quiet_progress(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("DOMAINFM_PROGRESS", "0")
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _torchrun(target: list[str], env_extra: dict[str, str] | None = None, timeout: int = 900):
+    """`torchrun --nproc-per-node 2` on CPU (gloo) on a free local port; `target` = script + args or -m ..."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "DOMAINFM_PROGRESS": "0", "OMP_NUM_THREADS": "1", **(env_extra or {})}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-addr", "127.0.0.1",
+           "--master-port", str(_free_port()), *target]
+    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="session")
+def torchrun():
+    """The 2-process CPU launcher shared by the DDP / FSDP tests of both domains."""
+    return _torchrun

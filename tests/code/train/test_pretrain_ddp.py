@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import socket
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -29,24 +25,15 @@ dist.destroy_process_group()
 """
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_two_process_ddp_stays_in_sync_and_equals_one_process(packed_dir: Path, micro_preset: str,
-                                                             tmp_path: Path) -> None:
+                                                             tmp_path: Path, torchrun) -> None:
     import torch
 
     script = tmp_path / "ddp_run.py"
     script.write_text(SCRIPT)
     out = tmp_path / "ddp"
     out.mkdir()
-    env = {**os.environ, "DOMAINFM_PROGRESS": "0", "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-addr", "127.0.0.1",
-           "--master-port", str(_free_port()), str(script), str(out), str(packed_dir), micro_preset]
-    res = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
+    res = torchrun([str(script), str(out), str(packed_dir), micro_preset])
     assert res.returncode == 0, res.stderr[-3000:]
     p0 = torch.load(out / "params_rank0.pt")
     p1 = torch.load(out / "params_rank1.pt")

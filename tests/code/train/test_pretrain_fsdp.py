@@ -8,10 +8,6 @@ run whose processes are all killed with SIGKILL resumes from its (gathered) chec
 from __future__ import annotations
 
 import json
-import os
-import socket
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -35,25 +31,10 @@ sys.exit(main(sys.argv[1:]))
 """
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _args(packed: Path, preset: str, out: Path, batch_size: int = 2) -> list[str]:
     return ["code", "pretrain", "--data", str(packed), "--preset", preset, "-o", str(out), "--batch-size",
             str(batch_size), "--grad-accum", "2", "--max-steps", str(STEPS), "--warmup", "1", "--lr", "3e-3",
             "--save-every", "3", "--eval-every", "4", "--eval-batches", "1", "--seed", "5", "--no-tensorboard"]
-
-
-def torchrun(args: list[str], script: Path | None = None, env_extra: dict[str, str] | None = None
-             ) -> subprocess.CompletedProcess:
-    env = {**os.environ, "DOMAINFM_PROGRESS": "0", "OMP_NUM_THREADS": "1", **(env_extra or {})}
-    target = [str(script)] if script is not None else ["-m", "domainfm"]
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-addr", "127.0.0.1",
-           "--master-port", str(_free_port()), *target, *args]
-    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
 
 
 def rows(out: Path) -> list[dict]:
@@ -61,9 +42,9 @@ def rows(out: Path) -> list[dict]:
 
 
 @pytest.fixture(scope="module")
-def fsdp_run(packed_dir: Path, micro_preset: str, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def fsdp_run(packed_dir: Path, micro_preset: str, tmp_path_factory: pytest.TempPathFactory, torchrun) -> Path:
     out = tmp_path_factory.mktemp("fsdp") / "run"
-    res = torchrun([*_args(packed_dir, micro_preset, out), "--fsdp"])
+    res = torchrun(["-m", "domainfm", *_args(packed_dir, micro_preset, out), "--fsdp"])
     assert res.returncode == 0, res.stderr[-3000:]
     return out
 
@@ -108,20 +89,21 @@ def test_fsdp_equals_one_process_and_exports_the_trained_weights(fsdp_run: Path,
 
 
 def test_fsdp_killed_then_resumed_reproduces_the_uninterrupted_run(fsdp_run: Path, packed_dir: Path,
-                                                                   micro_preset: str, tmp_path: Path) -> None:
+                                                                   micro_preset: str, tmp_path: Path,
+                                                                   torchrun) -> None:
     import torch
 
     script = tmp_path / "dying.py"
     script.write_text(DYING)
     out = tmp_path / "cut"
     args = [*_args(packed_dir, micro_preset, out), "--fsdp"]
-    res = torchrun(args, script=script, env_extra={"DIE_AT": "5"})
+    res = torchrun([str(script), *args], env_extra={"DIE_AT": "5"})
     assert res.returncode != 0  # every worker died by SIGKILL during step 6
     assert [r["step"] for r in rows(out)] == [1, 2, 3, 4, 5]
     assert not (out / "final").exists()
     assert (out / "checkpoints" / "latest").read_text().strip() == "step_00000003"
 
-    res = torchrun(args)  # the same command again: resumes from step 3, drops the logged steps 4-5
+    res = torchrun(["-m", "domainfm", *args])  # the same command again: resumes from step 3, drops the logged steps 4-5
     assert res.returncode == 0, res.stderr[-3000:]
     assert "resuming from" in res.stderr
     strip = ("tokens_per_s", "elapsed_s")

@@ -8,10 +8,6 @@ same run "killed" after step 2 and resumed; every rank dumps its state and the t
 from __future__ import annotations
 
 import json
-import os
-import socket
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -63,12 +59,6 @@ dist.destroy_process_group()
 """
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def tiles(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("ddp_tiles")
@@ -82,17 +72,14 @@ def tiles(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
-def test_two_rank_ddp_in_sync_saved_once_and_resumes_exactly(tiles: Path, tmp_path: Path) -> None:
+def test_two_rank_ddp_in_sync_saved_once_and_resumes_exactly(tiles: Path, tmp_path: Path, torchrun) -> None:
     from domainfm.pathology import load_encoder
 
     script = tmp_path / "moco_ddp.py"
     script.write_text(SCRIPT)
     out = tmp_path / "out"
     out.mkdir()
-    env = {**os.environ, "DOMAINFM_PROGRESS": "0", "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-addr", "127.0.0.1",
-           "--master-port", str(_free_port()), str(script), str(tiles), str(out)]
-    res = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    res = torchrun([str(script), str(tiles), str(out)], timeout=600)
     assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-4000:]
 
     r0, r1 = (torch.load(out / f"straight_rank{r}.pt") for r in (0, 1))
