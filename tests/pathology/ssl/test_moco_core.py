@@ -169,3 +169,24 @@ def test_auto_bn_splits_and_schedule() -> None:
     assert lr_at(50, 100, 0.03, 0) == pytest.approx(0.015)
     assert lr_at(100, 100, 0.03, 0) == pytest.approx(0.0, abs=1e-12)
     assert lr_at(0, 100, 0.03, 10) == pytest.approx(0.003)
+
+
+@pytest.mark.parametrize("splits", [2, 4])
+def test_split_bn_channels_last(splits: int) -> None:
+    """The one-GPU path makes the model channels_last; split BN must accept it (it crashed on `.view`)."""
+    torch.manual_seed(0)
+    x = torch.randn(8, 3, 6, 5)
+    split = SplitBatchNorm2d(3, splits)
+    ref = SplitBatchNorm2d(3, splits)
+    ref.load_state_dict(split.state_dict())
+    out = split(x.contiguous(memory_format=torch.channels_last))
+    expect = ref(x)
+    assert out.is_contiguous(memory_format=torch.channels_last)  # the layout is kept for the next conv
+    assert torch.allclose(out, expect, atol=1e-6)
+    assert torch.allclose(split.running_var, ref.running_var, atol=1e-6)
+    # a whole MoCo step on a channels_last model with 2+ splits (the default GPU configuration on CPU)
+    moco = make_moco(k=16, splits=splits).to(memory_format=torch.channels_last)
+    xq = torch.randn(8, 3, 9, 9).contiguous(memory_format=torch.channels_last)
+    loss = moco(xq, xq.clone(), generator=torch.Generator().manual_seed(0))
+    loss.backward()
+    assert torch.isfinite(loss)

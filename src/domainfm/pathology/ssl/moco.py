@@ -44,17 +44,22 @@ class SplitBatchNorm2d(nn.BatchNorm2d):
         b, c, h, w = x.shape
         if b % s:
             raise ValueError(f"batch {b} is not divisible by bn_splits={s}")
-        # (B, C, H, W) -> (B/s, s*C, H, W): each sub-batch's channels become separate BN channels
+        # (B, C, H, W) -> (B/s, s*C, H, W): each sub-batch's channels become separate BN channels.
+        # `reshape`, not `view`: a channels_last input (strides C*H*W, 1, W*C, C, as on the GPU path) cannot
+        # merge its sample and channel axes without a copy, so it is copied once here and restored below.
+        channels_last = not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)
         mean_rep = self.running_mean.repeat(s)
         var_rep = self.running_var.repeat(s)
-        out = F.batch_norm(x.view(b // s, c * s, h, w), mean_rep, var_rep, self.weight.repeat(s),
+        out = F.batch_norm(x.reshape(b // s, c * s, h, w), mean_rep, var_rep, self.weight.repeat(s),
                            self.bias.repeat(s), True, self.momentum, self.eps)
         # each split updated its own copy of the running stats; keep their mean
         self.running_mean.copy_(mean_rep.view(s, c).mean(0))
         self.running_var.copy_(var_rep.view(s, c).mean(0))
         if self.num_batches_tracked is not None:
             self.num_batches_tracked += 1
-        return out.view(b, c, h, w)
+        out = out.reshape(b, c, h, w)
+        # hand the next layer the layout it was given (convolutions stay on their channels_last kernels)
+        return out.contiguous(memory_format=torch.channels_last) if channels_last else out
 
 
 def convert_split_bn(module: nn.Module, num_splits: int) -> nn.Module:
