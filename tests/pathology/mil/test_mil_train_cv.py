@@ -26,7 +26,7 @@ def test_collate_pads_masks_and_caps() -> None:
     assert x.shape == (2, 5, 4) and m.sum(1).tolist() == [3, 5]
 
 
-@pytest.mark.parametrize("name", ["chowder", "abmil"])
+@pytest.mark.parametrize("name", ["chowder", "abmil", "dsmil", "clam-sb"])
 def test_fit_learns_the_witness_tiles(tmp_path: Path, name: str) -> None:
     feats, labels = write_cohort(tmp_path, n_slides=40, seed=1)
     co = load_cohort(feats, labels)

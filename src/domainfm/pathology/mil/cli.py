@@ -91,7 +91,8 @@ def train(features: Path = typer.Option(..., "--features", help="folder of per-s
           repeats: int = typer.Option(1, "--repeats"), seed: int = typer.Option(0, "--seed"),
           device: str = typer.Option("cpu", "--device"), batch_size: int = typer.Option(16, "--batch-size"),
           max_tiles: int = typer.Option(1000, "--max-tiles", help="tile cap per slide when training"),
-          hidden: int = typer.Option(128, "--hidden"), dropout: float = typer.Option(0.0, "--dropout"),
+          hidden: int = typer.Option(0, "--hidden", help="aggregator width (0: the model's published one)"),
+          dropout: float | None = typer.Option(None, "--dropout", help="aggregator dropout (unset: the model's)"),
           grid_lr: str = typer.Option("1e-3,1e-4", "--grid-lr"), grid_wd: str = typer.Option("0,1e-4", "--grid-wd"),
           n_boot: int = typer.Option(1000, "--n-boot", help="bootstrap resamples for CIs"),
           threads: int = typer.Option(1, "--threads", help="torch CPU threads (MIL models are small: "
@@ -127,30 +128,14 @@ def predict_cmd(model: Path = typer.Option(..., "--model", help="model folder fr
                 out: Path = typer.Option(..., "-o", "--out", help="output CSV (slide_id, score)"),
                 device: str = typer.Option("cpu", "--device")) -> None:
     """Score every slide's features: `slide_id, score` with score = P(positive)."""
-    import h5py
-    import numpy as np
-
+    from domainfm.pathology.mil.data import load_unlabelled
     from domainfm.pathology.mil.report import write_predictions
     from domainfm.pathology.mil.store import load_mil_model
     from domainfm.pathology.mil.train import predict
 
     net, meta = load_mil_model(model, device)
-    files = sorted(features.glob("*.h5")) or sorted((features / "features").glob("*.h5"))
-    if not files:
-        raise UserError(f"no .h5 feature files in {features}")
-    ids, bags, skipped = [], [], []
-    for p in files:
-        try:
-            with h5py.File(p, "r") as f:
-                x = f["features"][()].astype(np.float32)
-        except (OSError, KeyError) as exc:
-            skipped.append(f"{p.name} ({exc})")
-            continue
-        if x.ndim != 2 or len(x) == 0 or x.shape[1] != meta["in_dim"]:
-            skipped.append(f"{p.name} (features {x.shape}, model expects (N, {meta['in_dim']}))")
-            continue
-        ids.append(p.stem)
-        bags.append(x)
+    # ours, CLAM's (h5_files/pt_files) or TRIDENT's (features_<encoder>) layout
+    ids, bags, skipped = load_unlabelled(features, meta["in_dim"])
     for s in skipped:
         print(f"skipped {s}")
     if not bags:

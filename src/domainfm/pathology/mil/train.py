@@ -1,4 +1,5 @@
-"""Fit and apply one MIL model: Adam, BCE-with-logits, batch 16, fixed epochs (HistoSSLscaling settings).
+"""Fit and apply one MIL model: Adam, batch 16, fixed epochs (HistoSSLscaling settings); the loss is the
+model's own (`MILModel.loss`: BCE-with-logits on the slide logit unless its paper says otherwise).
 
 No early stopping and no validation peeking: the number of epochs is a fixed setting, and
 hyper-parameters are chosen by the inner folds of the nested cross-validation (see cv.py).
@@ -23,14 +24,20 @@ class TrainConfig:
     lr: float = field(default=1e-3, metadata={"help": "Adam learning rate"})
     weight_decay: float = field(default=0.0, metadata={"help": "Adam weight decay"})
     max_tiles: int = field(default=1000, metadata={"help": "tile cap per slide (random sample when training)"})
-    hidden: int = field(default=128, metadata={"help": "hidden width of the aggregator"})
-    dropout: float = field(default=0.0, metadata={"help": "dropout in the aggregator"})
+    hidden: int = field(default=0, metadata={"help": "hidden width of the aggregator (0: the model's published one)"})
+    dropout: float | None = field(default=None, metadata={"help": "dropout in the aggregator (unset: the model's)"})
     seed: int = field(default=0, metadata={"help": "random seed"})
     device: str = field(default="cpu", metadata={"help": "torch device (cpu, cuda, cuda:1, mps)"})
 
 
 def model_kwargs(cfg: TrainConfig) -> dict[str, Any]:
-    return {"hidden": cfg.hidden, "dropout": cfg.dropout}
+    """Only what the user set: the rest keeps each model's own (published) default."""
+    kw: dict[str, Any] = {}
+    if cfg.hidden:
+        kw["hidden"] = cfg.hidden
+    if cfg.dropout is not None:
+        kw["dropout"] = cfg.dropout
+    return kw
 
 
 def fit(bags: list[np.ndarray], labels: np.ndarray, cfg: TrainConfig) -> Any:
@@ -43,7 +50,6 @@ def fit(bags: list[np.ndarray], labels: np.ndarray, cfg: TrainConfig) -> Any:
     rng = np.random.default_rng(cfg.seed)
     model = build_mil_model(cfg.model, bags[0].shape[1], **model_kwargs(cfg)).to(cfg.device)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    loss_fn = torch.nn.BCEWithLogitsLoss()
     y_all = torch.as_tensor(np.asarray(labels), dtype=torch.float32)
     model.train()
     for _ in range(cfg.epochs):
@@ -52,7 +58,7 @@ def fit(bags: list[np.ndarray], labels: np.ndarray, cfg: TrainConfig) -> Any:
             idx = order[start:start + cfg.batch_size]
             x, m = collate([bags[i] for i in idx], cfg.max_tiles, rng)
             out = model(x.to(cfg.device), m.to(cfg.device))
-            loss = loss_fn(out.logits, y_all[idx].to(cfg.device))
+            loss = model.loss(out, y_all[idx].to(cfg.device), m.to(cfg.device))
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

@@ -11,6 +11,6 @@ from __future__ import annotations
 from domainfm.pathology.mil.models.base import MIL_MODELS, MILModel, MILOutput, build_mil_model
 
 # importing the modules registers them
-from domainfm.pathology.mil.models import abmil, chowder, dsmil, pooling  # noqa: E402,F401  isort: skip
+from domainfm.pathology.mil.models import abmil, chowder, clam, dsmil, pooling, transmil  # noqa: E402,F401  isort: skip
 
 __all__ = ["MIL_MODELS", "MILModel", "MILOutput", "build_mil_model"]

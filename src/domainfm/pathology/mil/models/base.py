@@ -18,6 +18,9 @@ NEG = -1e9
 class MILOutput(NamedTuple):
     logits: torch.Tensor  # (B,) slide logit, P(positive) = sigmoid(logit)
     tile_scores: torch.Tensor  # (B, N) per-tile score for heatmaps (0 at padded positions)
+    # what a model's own training loss needs beyond the slide logit (DSMIL's max-instance logit,
+    # CLAM's attention and tile embeddings, ...); None for models trained on the slide logit alone
+    aux: dict[str, Any] | None = None
 
 
 class MILModel(nn.Module):
@@ -28,6 +31,9 @@ class MILModel(nn.Module):
     """
 
     tile_score_kind: str = "logit"
+    # False for models that read the tiles as a sequence (TransMIL's positional encoding): the
+    # contract test then checks padding invariance only
+    permutation_invariant: bool = True
 
     def __init__(self, in_dim: int, hidden: int = 128, dropout: float = 0.0) -> None:
         super().__init__()
@@ -41,6 +47,11 @@ class MILModel(nn.Module):
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> MILOutput:  # pragma: no cover
         raise NotImplementedError
+
+    def loss(self, out: MILOutput, y: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """The training loss of one batch (y (B,) float 0/1). Default: BCE-with-logits on the slide logit;
+        models whose paper trains them otherwise (DSMIL, CLAM, Chowder's L2 term) override it."""
+        return nn.functional.binary_cross_entropy_with_logits(out.logits, y)
 
 
 def full_mask(x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
