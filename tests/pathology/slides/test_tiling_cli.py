@@ -97,11 +97,12 @@ def test_real_slides_cli(data_dir: Path, tmp_path: Path, capsys: pytest.CaptureF
     assert "--slide-mpp" in s["TCGA-CR-7395-01A-01-TS1"]["reason"]
     assert s["broken"]["status"] == "failed"
     with h5py.File(out / "coords" / "CMU-1-Small-Region.h5") as f:
-        assert f.attrs["level"] == 0 and f.attrs["level0_tile_size"] == 224
+        assert f["coords"].attrs["patch_level"] == 0 and f["coords"].attrs["patch_size_level0"] == 224
         assert f.attrs["slide_mpp"] == pytest.approx(0.499, abs=1e-3)
     (src / "broken.svs").unlink()
     rc = main(["pathology", "tile", str(src), "-o", str(out), "--slide-mpp", "0.25"])
     assert rc == 0
     with h5py.File(out / "coords" / "TCGA-CR-7395-01A-01-TS1.h5") as f:
-        assert f.attrs["level"] == 1 and f.attrs["level0_tile_size"] == 448 and len(f["coords"]) > 10
+        d = f["coords"].attrs
+        assert d["patch_level"] == 1 and d["patch_size_level0"] == 448 and len(f["coords"]) > 10
     shutil.rmtree(out)

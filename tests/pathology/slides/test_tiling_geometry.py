@@ -42,13 +42,15 @@ def test_coords_at_target_mpp(synth_slide, tmp_path: Path) -> None:
     assert res["status"] == "ok" and res["level"] == 1
     with h5py.File(tmp_path / "out" / "coords" / "synth.h5") as f:
         coords = f["coords"][:]
-        a = dict(f.attrs)
+        a = dict(f.attrs)  # our own facts on the root
+        d = dict(f["coords"].attrs)  # CLAM's and TRIDENT's on the coords dataset
         assert f["coords"].dtype == np.int64 and coords.shape == (9, 2)
         assert (f["tissue_fraction"][:] >= 0.75).all()
-    assert a["level"] == 1 and a["read_size"] == 32 and a["level0_tile_size"] == 64 and a["tile_size"] == 32
+    assert d["patch_level"] == 1 and d["patch_size"] == 32 and d["patch_size_level0"] == 64 and a["tile_size"] == 32
     assert a["slide_mpp"] == pytest.approx(0.25) and a["target_mpp"] == 0.5 and a["level_mpp"] == pytest.approx(0.5)
-    assert a["slide_id"] == "synth" and Path(a["slide_path"]).name == "synth.tiff"
-    assert a["patch_level"] == 1 and a["patch_size_level0"] == 64
+    assert d["name"] == "synth" and Path(a["slide_path"]).name == "synth.tiff"
+    # no duplicates of the tools' names under our own names
+    assert not {"level", "read_size", "level0_tile_size", "slide_id", "level_downsample"} & (set(a) | set(d))
     # the tissue block spans level-0 x in [160, 416), y in [96, 352): exactly the 3 x 3 fully inside tiles
     want = {(x, y) for y in (128, 192, 256) for x in (192, 256, 320)}
     assert {tuple(c) for c in coords.tolist()} == want

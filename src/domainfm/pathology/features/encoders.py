@@ -1,14 +1,27 @@
 """Tile encoders: build a backbone by name, save it (safetensors + config.json), load it back.
 
-An *encoder* maps a batch of normalised tiles ``(B, 3, H, W)`` to embeddings ``(B, D)``. Three sources
+An *encoder* maps a batch of normalised tiles ``(B, 3, H, W)`` to embeddings ``(B, D)``. These sources
 load the same way through `load_encoder`:
 
 * a folder written by ``domainfm pathology pretrain`` (``model.safetensors`` + ``config.json``);
+* a Hugging Face image model saved in a local folder with ``save_pretrained`` (``config.json`` with a
+  ``model_type``, as Phikon and other public histology models are distributed): loaded with
+  ``transformers.AutoModel.from_pretrained(folder, local_files_only=True)``; the embedding is the CLS
+  token of ``last_hidden_state`` (what Phikon's model card uses), mean/std from ``preprocessor_config.json``;
 * a torchvision / timm architecture name (``resnet18``): that architecture with random weights, the
   baseline every comparison needs (seeded, so the baseline is the same every run);
-* a local weights file (``.safetensors``, ``.pth``, ``.pt``, ``.bin``): ImageNet weights such as
-  torchvision's ``resnet50-0676ba61.pth``, or an upstream MoCo checkpoint. The architecture is read from
-  a ``config.json`` beside the file, the ``arch`` argument, or the file name (``resnet50-….pth``).
+* a local weights file (``.safetensors``, ``.pth``, ``.pt``, ``.bin``, ``.pth.tar``, ``.ckpt``) in any of
+  the common key layouts: torchvision / timm state dicts (``conv1.weight``, ``fc.weight``), DDP
+  (``module.``), facebookresearch/moco (``state_dict`` with ``module.encoder_q.*`` and
+  ``module.encoder_k.*``, MLP head ``module.encoder_q.fc.0/fc.2``: the query encoder is taken, as MoCo's
+  ``main_lincls.py`` does), lightly (``backbone.<i>.*`` -- an ``nn.Sequential`` of the ResNet's children --
+  next to ``backbone_momentum.*`` and ``projection_head.*``; Lightning's ``state_dict`` wrapper). The
+  backbone's prefix is found in one pass over every split point of every key (not by stripping prefixes
+  one at a time), momentum/key encoders lose ties, and the classifier / projection head is dropped
+  because the headless backbone has no such keys. timm architectures load plain timm state dicts with
+  timm's own loader (``pretrained_cfg_overlay=dict(file=...)``, head removed by ``num_classes=0``).
+  The architecture is read from a ``config.json`` beside the file, the ``arch`` argument, or the file
+  name (``resnet50-….pth``).
 
 Nothing is ever downloaded.
 """
@@ -28,8 +41,8 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 WEIGHTS_NAME = "model.safetensors"
 CONFIG_NAME = "config.json"
 WEIGHT_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin", ".ckpt", ".tar")
-# prefixes that wrap a backbone's keys in common checkpoints (DDP, MoCo upstream, lightly, timm trainers)
-_PREFIXES = ("module.", "encoder_q.0.", "encoder_q.", "backbone.", "model.", "encoder.")
+# a prefix naming the momentum / key copy of a backbone: it loses a tie against the query / online copy
+_MOMENTUM_HINTS = ("encoder_k", "momentum", "key_encoder", "teacher", "_ema", "model_ema")
 
 
 @dataclass
@@ -138,7 +151,8 @@ def _read_state_dict(path: Path) -> dict[str, Any]:
     except Exception as exc:  # noqa: BLE001 - any unpickling failure is a bad file for the user
         raise UserError(f"{path}: cannot read weights ({type(exc).__name__}: {str(exc).splitlines()[0][:160]})"
                         ) from None
-    for key in ("state_dict", "model", "model_state", "module"):
+    # checkpoint wrappers: MoCo / Lightning `state_dict`, DeiT / timm trainers `model`, others
+    for key in ("state_dict", "model", "model_state", "model_state_dict", "module"):
         if isinstance(obj, dict) and isinstance(obj.get(key), dict):
             obj = obj[key]
             break
@@ -147,17 +161,42 @@ def _read_state_dict(path: Path) -> dict[str, Any]:
     return {k: v for k, v in obj.items() if hasattr(v, "shape")}
 
 
-def _match_state_dict(model: Any, state: dict[str, Any], source: str) -> dict[str, Any]:
-    """Strip wrapper prefixes until the keys fit `model`; every backbone tensor must be present."""
+def _candidates(model: Any, state: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """{prefix: {model key: tensor}} for every prefix after which checkpoint keys name model tensors.
+
+    Each key is split at its start and after every dot (``module.encoder_q.layer1.0.conv1.weight`` ->
+    prefixes ``""``, ``module.``, ``module.encoder_q.``, ...). A rest that starts with a child *index*
+    (lightly's ``nn.Sequential(*resnet.children())``: ``4.0.conv1.weight``) is renamed to the child's name
+    (``layer1.0.conv1.weight``); such prefixes are marked with a trailing ``#``."""
     want = model.state_dict()
-    best: dict[str, Any] = {}
-    candidates = [state]
-    for prefix in _PREFIXES:
-        candidates.append({k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)})
-    for cand in candidates:
-        hits = {k: v for k, v in cand.items() if k in want}
-        if len(hits) > len(best):
-            best = hits
+    by_index = {str(i): name for i, (name, _) in enumerate(model.named_children())}
+    cands: dict[str, dict[str, Any]] = {}
+    for key, v in state.items():
+        cuts = [0] + [i + 1 for i, ch in enumerate(key) if ch == "."]
+        for c in cuts:
+            prefix, rest = key[:c], key[c:]
+            if rest in want:
+                cands.setdefault(prefix, {})[rest] = v
+                continue
+            head, dot, tail = rest.partition(".")
+            if dot and head in by_index and f"{by_index[head]}.{tail}" in want:
+                cands.setdefault(prefix + "#", {})[f"{by_index[head]}.{tail}"] = v
+    return cands
+
+
+def _match_state_dict(model: Any, state: dict[str, Any], source: str) -> dict[str, Any]:
+    """The checkpoint tensors of `model`'s backbone, whatever wraps their keys; every tensor must be present.
+
+    The prefix with the most matching tensors wins; ties go to a non-momentum prefix (MoCo's
+    ``encoder_q`` over ``encoder_k``, lightly's ``backbone`` over ``backbone_momentum``), then the shorter."""
+    want = model.state_dict()
+    cands = _candidates(model, state)
+
+    def rank(prefix: str) -> tuple[int, int, int]:
+        momentum = any(h in prefix.lower() for h in _MOMENTUM_HINTS)
+        return len(cands[prefix]), int(not momentum), -len(prefix)
+
+    best = cands[max(cands, key=rank)] if cands else {}
     missing = [k for k in want if k not in best and not k.endswith("num_batches_tracked")]
     if missing:
         raise UserError(f"{source}: weights do not fit this architecture ({len(missing)} tensors missing, "
@@ -179,6 +218,73 @@ def _arch_from_filename(path: Path) -> str | None:
     return None
 
 
+def _hf_encoder(hf_model: Any) -> Any:
+    """A Hugging Face vision model as an encoder: (B, 3, H, W) -> CLS token of `last_hidden_state` (B, D)
+    (or `pooler_output` for models without a token sequence, e.g. ConvNets)."""
+    import torch.nn as nn
+
+    class HFImageEncoder(nn.Module):
+        def __init__(self, m: Any) -> None:
+            super().__init__()
+            self.hf = m
+
+        def forward(self, x: Any) -> Any:
+            out = self.hf(pixel_values=x)
+            h = getattr(out, "last_hidden_state", None)
+            if h is not None and h.dim() == 3:
+                return h[:, 0]  # (B, T, D) -> CLS token (B, D)
+            return out.pooler_output.flatten(1)
+
+    return HFImageEncoder(hf_model)
+
+
+def _load_hf_folder(p: Path, config: dict[str, Any]) -> tuple[Any, int, int, tuple, tuple]:
+    """A `save_pretrained` folder -> (module, embed_dim, image_size, mean, std); local files only."""
+    try:
+        from transformers import AutoModel
+    except ImportError:  # pragma: no cover - transformers is a core dependency
+        raise UserError("loading a Hugging Face model folder needs `transformers`") from None
+    try:
+        hf = AutoModel.from_pretrained(str(p), local_files_only=True)
+    except Exception as exc:  # noqa: BLE001 - any failure is a bad folder for the user
+        raise UserError(f"{p}: cannot load the Hugging Face model ({type(exc).__name__}: "
+                        f"{str(exc).splitlines()[0][:160]})") from None
+    hcfg = hf.config
+    dim = int(getattr(hcfg, "hidden_size", 0) or (getattr(hcfg, "hidden_sizes", None) or [0])[-1])
+    size = getattr(hcfg, "image_size", 224)
+    size = int(size[0] if isinstance(size, list | tuple) else size)
+    mean, std = IMAGENET_MEAN, IMAGENET_STD
+    pre = p / "preprocessor_config.json"
+    if pre.is_file():
+        pc = json.loads(pre.read_text())
+        mean, std = tuple(pc.get("image_mean", mean)), tuple(pc.get("image_std", std))
+        crop = pc.get("crop_size") or pc.get("size")
+        if isinstance(crop, dict) and crop.get("height"):
+            size = int(crop["height"])
+    return _hf_encoder(hf), dim, size, mean, std
+
+
+def _is_torchvision(arch: str) -> bool:
+    return arch in _torchvision_names()
+
+
+def _timm_from_file(arch: str, path: Path) -> tuple[Any, int] | None:
+    """timm's own loading of a plain timm state dict: `pretrained_cfg_overlay=dict(file=...)`, head removed by
+    `num_classes=0`. None when `arch` is not a timm model or the file is not in timm's layout."""
+    try:
+        import timm
+    except ImportError:  # pragma: no cover
+        return None
+    if not timm.is_model(arch):
+        return None
+    try:
+        model = timm.create_model(arch, pretrained=True, num_classes=0,
+                                  pretrained_cfg_overlay=dict(file=str(path)))
+    except Exception:  # noqa: BLE001 - not timm's layout (wrapped keys): the prefix matcher takes over
+        return None
+    return model, int(model.num_features)
+
+
 def load_encoder(path_or_name: str | Path, device: str = "cpu", *, arch: str | None = None,
                  image_size: int | None = None, seed: int = 0) -> Encoder:
     """Load an encoder folder, a local weights file, or an architecture name (random init).
@@ -190,7 +296,20 @@ def load_encoder(path_or_name: str | Path, device: str = "cpu", *, arch: str | N
     p = Path(str(path_or_name)).expanduser()
     mean, std = IMAGENET_MEAN, IMAGENET_STD
     extra: dict[str, Any] = {}
-    if p.is_dir():
+    hf_cfg: dict[str, Any] = {}
+    if p.is_dir() and (p / CONFIG_NAME).is_file():
+        try:
+            hf_cfg = json.loads((p / CONFIG_NAME).read_text())
+        except json.JSONDecodeError:
+            hf_cfg = {}
+    if p.is_dir() and "model_type" in hf_cfg and hf_cfg.get("format") != "domainfm-encoder":
+        model, dim, size, mean, std = _load_hf_folder(p, hf_cfg)
+        size = image_size or size
+        arch = f"hf:{hf_cfg['model_type']}"
+        name = p.name
+        source = "huggingface-folder"
+        extra_src = {"path": str(p.resolve())}
+    elif p.is_dir():
         cfg_path = p / CONFIG_NAME
         if not cfg_path.is_file() or not (p / WEIGHTS_NAME).is_file():
             raise UserError(f"{p}: not an encoder folder (needs {CONFIG_NAME} and {WEIGHTS_NAME}; "
@@ -219,8 +338,12 @@ def load_encoder(path_or_name: str | Path, device: str = "cpu", *, arch: str | N
         if not arch:
             raise UserError(f"{p}: cannot tell the architecture; name the file like 'resnet50-xxxx.pth' or "
                             "pass the architecture (e.g. --arch resnet50)")
-        model, dim = build_backbone(arch)
-        model.load_state_dict(_match_state_dict(model, _read_state_dict(p), str(p)), strict=False)
+        loaded = None if _is_torchvision(arch) else _timm_from_file(arch, p)
+        if loaded is not None:
+            model, dim = loaded
+        else:
+            model, dim = build_backbone(arch)
+            model.load_state_dict(_match_state_dict(model, _read_state_dict(p), str(p)), strict=False)
         size = image_size or int(side_cfg.get("image_size", 224))
         name = p.stem
         source = "weights-file"

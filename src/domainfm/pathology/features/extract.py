@@ -3,8 +3,11 @@
 * `extract_image_folder`: an ImageFolder tree (``root/<class>/**/*.jpg``) -> one ``features.h5`` with
   ``features`` (N, D), ``labels`` (N,) = class index in sorted folder-name order, ``paths`` (N,)
   relative to the root, and the attribute ``classes``.
-* `extract_slide_features`: one tiling coords file -> ``features`` (N, D) + ``coords`` (N, 2), tiles
-  re-read with `domainfm.pathology.slides.read_tiles` exactly as tiling defined them.
+* `extract_slide_features`: one coords file (ours, CLAM's or TRIDENT's) -> ``features`` (N, D) +
+  ``coords`` (N, 2), tiles re-read with `domainfm.pathology.slides.read_tiles` exactly as the coords file
+  defines them. The coords dataset keeps the coords file's attributes (as TRIDENT's own feature files do),
+  so CLAM's and TRIDENT's loaders read our feature files; ``layout="clam"`` writes CLAM's
+  ``h5_files/<id>.h5`` + ``pt_files/<id>.pt`` pair instead (see `features.interop`).
 * `extract_tiles_dir`: every slide of a tiling output; finished slides are skipped (resumable per slide).
 
 Every file is written to a temporary name and renamed, so a killed run never leaves a partial file.
@@ -185,8 +188,10 @@ def _read_tiles_fn() -> Any:
 
 def extract_slide_features(encoder: Any, coords_h5: str | Path, out_h5: str | Path, batch_size: int = 64,
                            device: str = "cpu", num_workers: int = 0, fp16: bool = False,
-                           slide_path: str | Path | None = None) -> Path:
-    """One tiled slide -> `out_h5` with features (N, D), coords (N, 2), the coords file's attrs + `encoder_attrs`.
+                           slide_path: str | Path | None = None, layout: str = "domainfm") -> Path:
+    """One tiled slide -> `out_h5` with features (N, D), coords (N, 2) carrying the coords file's dataset
+    attrs, the coords file's root attrs + `encoder_attrs` on the root. ``layout="clam"``: `out_h5`'s folder
+    gets CLAM's ``h5_files/<id>.h5`` + ``pt_files/<id>.pt`` instead (the returned path is the .h5).
 
     Tiles are read in the coords file's order; decoding runs in a background thread pool when
     `num_workers` > 0 (slide readers are not fork-safe, threads are)."""
@@ -195,9 +200,14 @@ def extract_slide_features(encoder: Any, coords_h5: str | Path, out_h5: str | Pa
 
     from domainfm.core.io import atomic_path
 
+    if layout not in ("domainfm", "clam"):
+        raise UserError(f"unknown feature layout {layout!r}: domainfm or clam")
     read_tiles = _read_tiles_fn()
     with h5py.File(coords_h5, "r") as src:
+        if "coords" not in src:
+            raise UserError(f"{coords_h5}: no 'coords' dataset")
         attrs = dict(src.attrs)
+        dset_attrs = dict(src["coords"].attrs)  # CLAM's / TRIDENT's patching attributes
         n = int(src["coords"].shape[0])
     tf = encoder.transform
     pool = None
@@ -229,20 +239,30 @@ def extract_slide_features(encoder: Any, coords_h5: str | Path, out_h5: str | Pa
     coords = np.concatenate(coords_out) if coords_out else np.zeros((0, 2), np.int64)
     if len(features) != n:
         raise UserError(f"{coords_h5}: read {len(features)} tiles but the file lists {n}")
+    root = {**attrs, **encoder_attrs(encoder)}
+    if layout == "clam":
+        from domainfm.pathology.features.interop import write_clam_pair
+
+        h5p, _ = write_clam_pair(Path(out_h5).parent, Path(out_h5).stem, features, coords, dset_attrs, root)
+        return h5p
     with atomic_path(out_h5) as tmp, h5py.File(tmp, "w") as h5:
         h5.create_dataset("features", data=features.astype(np.float16 if fp16 else np.float32))
-        h5.create_dataset("coords", data=coords.astype(np.int64))
-        for k, v in attrs.items():
+        cd = h5.create_dataset("coords", data=coords.astype(np.int64))
+        for k, v in dset_attrs.items():
+            with contextlib.suppress(TypeError, ValueError):
+                cd.attrs[k] = v
+        for k, v in root.items():
             with contextlib.suppress(TypeError, ValueError):
                 h5.attrs[k] = v
-        h5.attrs.update(encoder_attrs(encoder))
     return Path(out_h5)
 
 
 def extract_tiles_dir(encoder: Any, tiles_out: str | Path, out_dir: str | Path, *, batch_size: int = 64,
-                      device: str = "cpu", num_workers: int = 0, fp16: bool = False) -> dict[str, Any]:
-    """Every ``tiles_out/coords/*.h5`` -> ``out_dir/<slide_id>.h5``; finished slides are skipped, a slide
-    that fails is logged with its reason and the others go on. Returns {slide_id: status/reason}."""
+                      device: str = "cpu", num_workers: int = 0, fp16: bool = False,
+                      layout: str = "domainfm") -> dict[str, Any]:
+    """Every ``tiles_out/coords/*.h5`` -> ``out_dir/<slide_id>.h5`` (``layout="clam"``: ``out_dir/h5_files``
+    + ``out_dir/pt_files``); finished slides are skipped, a slide that fails is logged with its reason and
+    the others go on. Returns {slide_id: status/reason}."""
     coords_dir = Path(tiles_out) / "coords"
     if not coords_dir.is_dir():
         raise UserError(f"{tiles_out}: not a tiling output (no coords/ folder; run `domainfm pathology tile`)")
@@ -254,12 +274,13 @@ def extract_tiles_dir(encoder: Any, tiles_out: str | Path, out_dir: str | Path, 
     status: dict[str, Any] = {}
     for f in progress(files, desc="slides", unit="slide"):
         target = out / f.name
-        if target.exists():
+        done = target if layout == "domainfm" else out / "pt_files" / f"{f.stem}.pt"  # CLAM's .pt is written last
+        if done.exists():
             status[f.stem] = "skipped (done)"
             continue
         try:
             extract_slide_features(encoder, f, target, batch_size=batch_size, device=device,
-                                   num_workers=num_workers, fp16=fp16)
+                                   num_workers=num_workers, fp16=fp16, layout=layout)
             status[f.stem] = "ok"
         except Exception as exc:  # noqa: BLE001 - one bad slide must not stop the batch
             log.error("slide %s failed: %s", f.stem, exc)

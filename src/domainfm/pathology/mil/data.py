@@ -2,8 +2,10 @@
 
 A cohort is a labels CSV (`slide_id, patient_id, label[, cohort]`) plus a folder of per-slide
 feature files `<slide_id>.h5` (dataset `features` (N, D), optional `coords` (N, 2)), as written by
-`domainfm pathology extract --tiles` or by `domainfm pathology bags`. Every CSV row is accounted
-for: slides whose feature file is missing or empty are dropped with the reason (`Cohort.dropped`).
+`domainfm pathology extract --tiles` or by `domainfm pathology bags` -- or a feature folder made by
+CLAM (`h5_files/*.h5` + `pt_files/*.pt`) or TRIDENT (`features_<encoder>/*.h5`, or its job folder);
+see `domainfm.pathology.features.interop`. Every CSV row is accounted for: slides whose feature file
+is missing or empty are dropped with the reason (`Cohort.dropped`).
 """
 
 from __future__ import annotations
@@ -103,16 +105,40 @@ def read_labels(csv_path: str | Path) -> list[SlideLabel]:
 
 
 def feature_path(features_dir: Path, slide_id: str) -> Path | None:
-    """`DIR/<id>.h5`, or `DIR/features/<id>.h5` (the layout of an extract output folder)."""
-    for cand in (features_dir / f"{slide_id}.h5", features_dir / "features" / f"{slide_id}.h5"):
-        if cand.is_file():
-            return cand
-    return None
+    """`DIR/<id>.h5`, `DIR/features/<id>.h5` (an extract output folder), CLAM's `DIR/h5_files/<id>.h5` or
+    `DIR/pt_files/<id>.pt`, TRIDENT's `DIR/[<patching>/]features_<encoder>/<id>.h5`."""
+    from domainfm.pathology.features.interop import find_feature_file
+
+    return find_feature_file(features_dir, slide_id)
+
+
+def load_unlabelled(features_dir: str | Path, in_dim: int | None = None
+                    ) -> tuple[list[str], list[np.ndarray], list[str]]:
+    """Every slide's features in a folder of any supported layout -> (slide ids, bags (N_i, D), skipped
+    reasons). Bags that are empty, unreadable or not `in_dim` wide are skipped with the reason."""
+    from domainfm.pathology.features.interop import list_feature_files, read_feature_file
+
+    files = list_feature_files(features_dir)
+    if not files:
+        raise UserError(f"no feature files (.h5, CLAM h5_files/pt_files, TRIDENT features_*) in {features_dir}")
+    ids, bags, skipped = [], [], []
+    for sid, p in files.items():
+        try:
+            x = read_feature_file(p).features
+        except UserError as exc:
+            skipped.append(f"{p.name} ({exc})")
+            continue
+        if x.ndim != 2 or len(x) == 0 or (in_dim is not None and x.shape[1] != in_dim):
+            skipped.append(f"{p.name} (features {x.shape}, model expects (N, {in_dim}))")
+            continue
+        ids.append(sid)
+        bags.append(x)
+    return ids, bags, skipped
 
 
 def load_cohort(features_dir: str | Path, labels: list[SlideLabel] | str | Path) -> Cohort:
     """Load every labelled slide's features into memory; unreadable or missing ones are dropped with a reason."""
-    import h5py
+    from domainfm.pathology.features.interop import read_feature_file
 
     d = Path(features_dir)
     if not d.is_dir():
@@ -126,14 +152,13 @@ def load_cohort(features_dir: str | Path, labels: list[SlideLabel] | str | Path)
             dropped.append({"slide_id": s.slide_id, "reason": "no feature file"})
             continue
         try:
-            with h5py.File(path, "r") as f:
-                x = f["features"][()].astype(np.float32)
-                c = f["coords"][()] if "coords" in f else None
-                if not attrs:
-                    attrs = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in f.attrs.items()}
-        except (OSError, KeyError) as exc:
+            sf = read_feature_file(path)
+        except UserError as exc:
             dropped.append({"slide_id": s.slide_id, "reason": f"unreadable feature file ({exc})"})
             continue
+        x, c = sf.features, sf.coords
+        if not attrs:
+            attrs = sf.attrs
         if x.ndim != 2 or len(x) == 0:
             dropped.append({"slide_id": s.slide_id, "reason": "no tiles"})
             continue

@@ -8,9 +8,12 @@ transparent (unscanned) pixels made white.
 
 The slide's resolution (`mpp`, micrometres per level-0 pixel) comes from its metadata: OpenSlide's
 `openslide.mpp-x` (Aperio `MPP`, Hamamatsu, ...), the Aperio `aperio.MPP` key, TIFF resolution tags,
-or the DPI of a plain image. A value outside a plausible microscopy range is ignored (a 72-dpi PNG
-is not a slide at 353 µm/px). `mpp=` overrides the metadata; when neither exists `mpp` is None
-and tiling fails with a one-line reason (see `tiling.resolve_mpp`).
+or the DPI of a plain image. A value outside the range of a microscope (`MPP_RANGE`: a 72/300/600-dpi
+image-editor default is 353/84.7/42.3 µm/px, not a slide resolution) is not trusted; it is noted in
+`mpp_rejected`. Without a trusted value the objective power (`openslide.objective-power`,
+`aperio.AppMag`) gives `10 / power` µm/px (the 40x = 0.25, 20x = 0.5 µm/px convention). `mpp=`
+overrides all of it; when nothing gives a resolution `mpp` is None and tiling uses the user's default or
+fails with a one-line reason (see `tiling.resolve_mpp`). `mpp_source` records where the value came from.
 """
 
 from __future__ import annotations
@@ -28,7 +31,11 @@ from domainfm.core.errors import UserError
 SLIDE_EXTENSIONS = (".svs", ".ndpi", ".mrxs", ".scn", ".vms", ".vmu", ".bif", ".svslide", ".tif", ".tiff",
                     ".dcm", ".png", ".jpg", ".jpeg")
 PLAIN_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
-MPP_RANGE = (0.01, 100.0)  # plausible µm/px for microscopy; anything else is "no resolution"
+# plausible µm/px of a slide scanner / microscope camera (100x oil ~0.05, 1.25x ~8): anything outside is a
+# software default (72/300/600 dpi = 353/84.7/42.3 µm/px) or garbage and is not trusted
+MPP_RANGE = (0.05, 20.0)
+OBJECTIVE_KEYS = ("openslide.objective-power", "aperio.AppMag", "tiffslide.objective-power")
+MPP_PER_POWER = 10.0  # µm/px x objective power: 40x -> 0.25, 20x -> 0.5 (the scanners' convention)
 BACKENDS = ("auto", "openslide", "tiffslide", "pillow")
 Image.MAX_IMAGE_PIXELS = None  # slides are big on purpose; the size check is ours (`max_pixels`)
 
@@ -52,26 +59,54 @@ def _plausible(mpp: float | None) -> float | None:
     return float(mpp)
 
 
-def mpp_from_properties(props: dict[str, Any]) -> tuple[float | None, str]:
-    """Resolution (µm/px) and its source key from OpenSlide/tiffslide properties, or (None, "")."""
-    for key in ("openslide.mpp-x", "tiffslide.mpp-x", "aperio.MPP"):
+def _implausible_note(key: str, raw: Any) -> str:
+    return f"{key}={raw} µm/px outside {MPP_RANGE[0]}-{MPP_RANGE[1]}"
+
+
+def objective_power(props: dict[str, Any]) -> tuple[float | None, str]:
+    """Objective power (e.g. 20.0) and its key from slide properties, or (None, "")."""
+    for key in OBJECTIVE_KEYS:
         try:
-            mpp = _plausible(float(props[key]))
+            power = float(props[key])
         except (KeyError, TypeError, ValueError):
             continue
+        if np.isfinite(power) and 1.0 <= power <= 150.0:
+            return power, key
+    return None, ""
+
+
+def mpp_from_properties(props: dict[str, Any], rejected: list[str] | None = None) -> tuple[float | None, str]:
+    """Resolution (µm/px) and its source from OpenSlide/tiffslide properties, or (None, "").
+
+    Order: `openslide.mpp-x` / `tiffslide.mpp-x` / `aperio.MPP`, TIFF resolution tags, then the objective
+    power. Values outside `MPP_RANGE` are skipped and described in `rejected` (when given)."""
+    rejected = rejected if rejected is not None else []
+    for key in ("openslide.mpp-x", "tiffslide.mpp-x", "aperio.MPP"):
+        try:
+            raw = float(props[key])
+        except (KeyError, TypeError, ValueError):
+            continue
+        mpp = _plausible(raw)
         if mpp is not None:
             return mpp, key
+        rejected.append(_implausible_note(key, round(raw, 4)))
     # TIFF resolution tags (what tifffile writes with `resolution=` + `resolutionunit=`)
     scale = {"centimeter": 1e4, "3": 1e4, "inch": 25400.0, "2": 25400.0, "millimeter": 1e3,
              "micrometer": 1.0}
     unit = str(props.get("tiff.ResolutionUnit", "")).lower().replace("resunit.", "")
     try:
         xres = float(props["tiff.XResolution"])
-        mpp = _plausible(scale[unit] / xres) if xres > 0 else None
+        raw = scale[unit] / xres if xres > 0 else None
     except (KeyError, TypeError, ValueError):
-        mpp = None
-    if mpp is not None:
-        return mpp, "tiff.XResolution"
+        raw = None
+    if raw is not None:
+        mpp = _plausible(raw)
+        if mpp is not None:
+            return mpp, "tiff.XResolution"
+        rejected.append(_implausible_note("tiff.XResolution", round(raw, 4)))
+    power, key = objective_power(props)
+    if power is not None:
+        return MPP_PER_POWER / power, f"objective power ({key}={power:g})"
     return None, ""
 
 
@@ -83,7 +118,8 @@ class Slide:
     backend = "base"
 
     def __init__(self, path: Path, level_dimensions: list[tuple[int, int]], level_downsamples: list[float],
-                 properties: dict[str, Any], mpp: float | None, mpp_source: str) -> None:
+                 properties: dict[str, Any], mpp: float | None, mpp_source: str,
+                 mpp_rejected: list[str] | None = None) -> None:
         self.path = path
         self.slide_id = slide_id_of(path)
         self.level_dimensions = level_dimensions
@@ -91,6 +127,7 @@ class Slide:
         self.properties = properties
         self.mpp = mpp
         self.mpp_source = mpp_source
+        self.mpp_rejected = list(mpp_rejected or [])  # metadata values not trusted, with the reason
 
     @property
     def dimensions(self) -> tuple[int, int]:
@@ -162,9 +199,10 @@ class OpenSlideSlide(Slide):
 
     def __init__(self, path: Path, osr: Any) -> None:
         props = dict(osr.properties)
-        mpp, src = mpp_from_properties(props)
+        rejected: list[str] = []
+        mpp, src = mpp_from_properties(props, rejected)
         super().__init__(path, [tuple(map(int, d)) for d in osr.level_dimensions],
-                         [float(d) for d in osr.level_downsamples], props, mpp, src)
+                         [float(d) for d in osr.level_downsamples], props, mpp, src, rejected)
         self._osr = osr
 
     def _read(self, x: int, y: int, level: int, w: int, h: int) -> np.ndarray:
@@ -185,9 +223,10 @@ class TiffSlideSlide(Slide):
 
     def __init__(self, path: Path, ts: Any) -> None:
         props = {k: v for k, v in ts.properties.items() if v is not None}
-        mpp, src = mpp_from_properties(props)
+        rejected: list[str] = []
+        mpp, src = mpp_from_properties(props, rejected)
         super().__init__(path, [tuple(map(int, d)) for d in ts.level_dimensions],
-                         [float(d) for d in ts.level_downsamples], props, mpp, src)
+                         [float(d) for d in ts.level_downsamples], props, mpp, src, rejected)
         self._ts = ts
 
     def _read(self, x: int, y: int, level: int, w: int, h: int) -> np.ndarray:
@@ -220,15 +259,17 @@ class PillowSlide(Slide):
 
     def __init__(self, path: Path, img: Image.Image) -> None:
         dpi = img.info.get("dpi")  # Pillow converts TIFF/PNG/JPEG density to dots per inch
-        mpp, src = None, ""
+        mpp, src, rejected = None, "", []
         if dpi and float(dpi[0]) > 0:
             mpp = _plausible(25400.0 / float(dpi[0]))
             src = "image dpi" if mpp is not None else ""
+            if mpp is None:
+                rejected.append(_implausible_note(f"image dpi {float(dpi[0]):g}", round(25400.0 / float(dpi[0]), 4)))
         self._arr = _to_rgb(np.asarray(img.convert("RGBA") if img.mode in ("RGBA", "LA", "P") else
                                        img.convert("RGB")))
         h, w = self._arr.shape[:2]
         props = {"pillow.format": img.format or "", "pillow.mode": img.mode}
-        super().__init__(path, [(w, h)], [1.0], props, mpp, src)
+        super().__init__(path, [(w, h)], [1.0], props, mpp, src, rejected)
 
     def _read(self, x: int, y: int, level: int, w: int, h: int) -> np.ndarray:
         H, W = self._arr.shape[:2]

@@ -10,8 +10,8 @@ Geometry (all sizes in pixels):
 A tile is kept when its tissue fraction (exact area of the overview mask under the tile) is
 >= min_tissue: selecting coordinates decodes only the overview, never level 0.
 
-Outputs of `tile_slide(slide, OUT, cfg)`: `OUT/coords/<id>.h5` (`coords`, `tissue_fraction`, attrs --
-the CLAM/TRIDENT layout plus ours), `OUT/thumbnails/<id>.png` (clean, `thumb_downsample` in the attrs),
+Outputs of `tile_slide(slide, OUT, cfg)`: `OUT/coords/<id>.h5` (`coords` with CLAM's and TRIDENT's
+attributes on the dataset -- see `slides.coords` --, `tissue_fraction`, our own facts on the file root), `OUT/thumbnails/<id>.png` (clean, `thumb_downsample` in the attrs),
 `OUT/grids/<id>.png` (tile grid drawn), `OUT/masks/<id>.png` + `<id>_overlay.png`, `OUT/geojson/<id>.geojson`
 (QuPath), and with `save_tiles` the images `OUT/tiles/<id>/<x>_<y>.<fmt>`. Every file is written
 atomically; the coords file last, so its presence means the slide is complete.
@@ -35,9 +35,8 @@ from PIL import Image
 from domainfm.core.errors import UserError
 from domainfm.core.io import atomic_path, atomic_write_text
 from domainfm.pathology.slides import regions, tissue
-from domainfm.pathology.slides.readers import Slide, open_slide
-
-FORMAT_VERSION = 1
+from domainfm.pathology.slides.coords import FORMAT_VERSION, clam_trident_attrs, read_coords
+from domainfm.pathology.slides.readers import MPP_PER_POWER, Slide, open_slide
 
 
 class MissingMppError(UserError):
@@ -110,15 +109,17 @@ class TilePlan:
 
 
 def resolve_mpp(slide: Slide, cfg: TileConfig, override: float | None = None) -> tuple[float, str]:
-    """µm/px of level 0: a per-slide override (CSV) > slide metadata > `cfg.slide_mpp` > failure."""
+    """µm/px of level 0: a per-slide override (CSV) > plausible slide metadata > objective power >
+    `cfg.slide_mpp` > failure. Implausible metadata (a 300-dpi default) never counts."""
     if override is not None:
         return float(override), "--slide-mpp csv"
     if slide.mpp is not None:
         return float(slide.mpp), slide.mpp_source
+    note = f" (not trusted: {'; '.join(slide.mpp_rejected)})" if slide.mpp_rejected else ""
     if cfg.slide_mpp is not None:
-        return float(cfg.slide_mpp), "--slide-mpp"
-    raise MissingMppError(f"{slide.slide_id}: no resolution (µm/px) in the slide's metadata and none given; "
-                          "pass --slide-mpp VALUE or --slide-mpp CSV with a row 'slide_id,mpp'")
+        return float(cfg.slide_mpp), "--slide-mpp" + note
+    raise MissingMppError(f"{slide.slide_id}: no resolution (µm/px) in the slide's metadata{note} and none "
+                          "given; pass --slide-mpp VALUE or --slide-mpp CSV with a row 'slide_id,mpp'")
 
 
 def choose_level(slide_mpp: float, downsamples: list[float], target_mpp: float,
@@ -235,29 +236,27 @@ def tile_slide(slide_path: str | os.PathLike[str], out_dir: str | os.PathLike[st
                 _write_tiles(slide, plan, cfg, out, pool)
             for j in jobs:
                 j.result()
-        attrs = {
-            "format_version": FORMAT_VERSION, "slide_id": sid, "slide_path": str(Path(slide_path).resolve()),
+        # file root: our own facts (names CLAM and TRIDENT do not use); the coords dataset: theirs
+        root = {
+            "format_version": FORMAT_VERSION, "slide_path": str(Path(slide_path).resolve()),
             "backend": slide.backend, "tile_size": cfg.tile_size, "target_mpp": cfg.target_mpp,
-            "slide_mpp": plan.slide_mpp, "mpp_source": plan.mpp_source, "level": plan.level,
-            "level_mpp": plan.level_mpp, "level_downsample": plan.downsample, "read_size": plan.read_size,
-            "stride": plan.stride, "level0_tile_size": plan.level0_tile_size,
-            "level0_stride": int(round(plan.stride * plan.downsample)), "overlap": cfg.overlap,
+            "slide_mpp": plan.slide_mpp, "mpp_source": plan.mpp_source, "level_mpp": plan.level_mpp,
+            "stride": plan.stride, "level0_stride": int(round(plan.stride * plan.downsample)),
             "min_tissue": cfg.min_tissue, "tissue_threshold": plan.threshold, "upsampled": plan.upsampled,
-            "resample": "bilinear", "slide_dimensions": list(slide.dimensions),
-            "level_dimensions": list(slide.level_dimensions[plan.level]), "n_grid": plan.n_grid,
-            "thumb_downsample": plan.thumb_ds[0], "thumb_downsample_xy": list(plan.thumb_ds),
-            "mask_downsample_xy": list(plan.mask_ds),
-            "tile_format": cfg.tile_format if cfg.save_tiles else "",
-            # CLAM / TRIDENT names for the same facts
-            "patch_level": plan.level, "patch_size": plan.read_size, "downsample": [plan.downsample] * 2,
-            "level_dim": list(slide.level_dimensions[plan.level]), "name": sid,
-            "patch_size_level0": plan.level0_tile_size, "config": json.dumps(asdict(cfg)),
-            "max_region": cfg.max_region,
+            "resample": "bilinear", "n_grid": plan.n_grid, "thumb_downsample": plan.thumb_ds[0],
+            "mask_downsample_xy": list(plan.mask_ds), "tile_format": cfg.tile_format if cfg.save_tiles else "",
+            "config": json.dumps(asdict(cfg)), "max_region": cfg.max_region,
         }
+        dset_attrs = clam_trident_attrs(
+            patch_level=plan.level, patch_size=plan.read_size, downsample=plan.downsample,
+            level_dim=slide.level_dimensions[plan.level], level0_dim=slide.dimensions,
+            level0_magnification=MPP_PER_POWER / plan.slide_mpp, overlap_px=plan.read_size - plan.stride,
+            name=sid, save_dir=str(out.resolve()))
         with atomic_path(out / "coords" / f"{sid}.h5") as tmp, h5py.File(tmp, "w") as f:
-            f.create_dataset("coords", data=plan.coords.astype(np.int64).reshape(-1, 2))
+            dset = f.create_dataset("coords", data=plan.coords.astype(np.int64).reshape(-1, 2))
+            dset.attrs.update(dset_attrs)
             f.create_dataset("tissue_fraction", data=plan.tissue_fraction)
-            f.attrs.update(attrs)
+            f.attrs.update(root)
     return {"slide_id": sid, "status": "ok", "n_tiles": int(len(plan.coords)), "reason": "",
             "level": plan.level, "slide_mpp": round(plan.slide_mpp, 5), "mpp_source": plan.mpp_source,
             "n_grid": plan.n_grid, "seconds": round(time.perf_counter() - t0, 3),
@@ -271,22 +270,20 @@ def read_tiles(coords_h5: str | os.PathLike[str], slide_path: str | os.PathLike[
     runs, resized to `tile_size`), yielding (coords (b, 2) int64, [PIL RGB]) in file order.
 
     `slide_path` replaces the path stored in the file (slides that moved)."""
-    import h5py
-
     p = Path(coords_h5)
-    if not p.is_file():
-        raise UserError(f"coords file not found: {p}")
-    with h5py.File(p, "r") as f:
-        coords = f["coords"][:].astype(np.int64).reshape(-1, 2)
-        a = dict(f.attrs)
-    path = Path(slide_path) if slide_path is not None else Path(str(a["slide_path"]))
-    level, read_size, tile_size = int(a["level"]), int(a["read_size"]), int(a["tile_size"])
+    info = read_coords(p)  # ours, CLAM's or TRIDENT's layout
+    coords, a = info.coords, info.attrs
+    if slide_path is None and info.slide_path is None:
+        raise UserError(f"{p.name} does not record its slide ({info.flavour} layout); give the slide path")
+    path = Path(slide_path) if slide_path is not None else Path(str(info.slide_path))
     max_region = int(max_region or a.get("max_region", 4096))
     backend = str(a.get("backend", "auto"))
     with open_slide(path, backend=backend if backend in ("openslide", "tiffslide", "pillow") else "auto") as s:
-        if list(s.dimensions) != [int(v) for v in a["slide_dimensions"]]:
+        dims = ([a["level0_width"], a["level0_height"]] if "level0_width" in a else a.get("slide_dimensions"))
+        if dims is not None and list(s.dimensions) != [int(v) for v in dims]:
             raise UserError(f"{path} is not the slide tiled in {p.name}: dimensions {s.dimensions} "
-                            f"!= {tuple(int(v) for v in a['slide_dimensions'])}")
+                            f"!= {tuple(int(v) for v in dims)}")
+        level, read_size, tile_size, _ = info.read_geometry(s.level_downsamples)
         lc = regions.level_coords(coords, s.level_downsamples[level])
         buf_i: list[int] = []
         buf_t: list[Image.Image] = []
