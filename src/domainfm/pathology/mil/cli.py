@@ -136,6 +136,14 @@ def predict_cmd(model: Path = typer.Option(..., "--model", help="model folder fr
     net, meta = load_mil_model(model, device)
     # ours, CLAM's (h5_files/pt_files) or TRIDENT's (features_<encoder>) layout
     ids, bags, skipped = load_unlabelled(features, meta["in_dim"])
+    # features of another encoder than the training features would give meaningless scores
+    from domainfm.pathology.mil.store import encoder_differences, feature_file_records
+
+    for path, attrs in feature_file_records(features, ids).items():
+        diff = encoder_differences(meta.get("provenance", {}), attrs)
+        if diff:
+            raise UserError(f"{path}: made by another encoder than the model's training features "
+                            f"({'; '.join(diff[:2])})")
     for s in skipped:
         print(f"skipped {s}")
     if not bags:
