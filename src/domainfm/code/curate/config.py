@@ -17,6 +17,10 @@ class CurateConfig:
     opt_out: str = field(default="", metadata={"help": "opt-out file: lines 'owner' or 'owner/repo'"})
     languages: list[str] = field(default_factory=list, metadata={"help": "keep only these languages (default all known)"})
     quality: bool = field(default=True, metadata={"help": "apply the StarCoder quality filters"})
+    notebooks: bool = field(default=True, metadata={
+        "help": "turn .ipynb into The Stack v2's script and structured notebook records"})
+    github_dir: str = field(default=".github-api", metadata={
+        "help": "top-level folder of each repo holding GitHub API issue/PR JSON ('' = none); see docs/curate_sources.md"})
     near_dedup: bool = field(default=True, metadata={"help": "MinHash near-deduplication"})
     num_perm: int = field(default=256, metadata={"help": "MinHash permutations"})
     ngram: int = field(default=5, metadata={"help": "tokens per shingle"})

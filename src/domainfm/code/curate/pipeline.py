@@ -18,6 +18,7 @@ from typing import Any
 
 from domainfm.code.curate import readers, stages
 from domainfm.code.curate.config import CurateConfig
+from domainfm.code.curate.sources import derived_records
 from domainfm.core.errors import UserError
 from domainfm.core.executor import LocalExecutor
 from domainfm.core.io import atomic_write_json, write_parquet
@@ -25,7 +26,7 @@ from domainfm.core.progress import get_logger
 from domainfm.core.steps import PipelineStats
 
 log = get_logger("curate")
-STEP_ORDER = ["read", "language", "license", "quality", "exact_dedup", "near_dedup", "pii", "decontaminate"]
+STEP_ORDER = ["read", "sources", "language", "license", "quality", "exact_dedup", "near_dedup", "pii", "decontaminate"]
 
 
 def make_plan(cfg: CurateConfig, repos: list[readers.RepoSpec]) -> dict[str, Any]:
@@ -76,7 +77,11 @@ def _prepare(cfg: CurateConfig, repos: list[readers.RepoSpec] | None) -> tuple[P
 
 
 def stage2(work: str, rank: int = 0, world_size: int = 1) -> dict[str, Any]:
-    """Global exact + near dedup over every s1 shard; writes the decisions and the cluster table."""
+    """Global exact + near dedup over every s1 shard; writes the decisions and the cluster table.
+
+    Records are deduplicated within their kind (files, notebook scripts, structured notebooks, issues,
+    PRs), as The Stack v2 deduplicated each source on its own: a notebook's two forms share its swhid and
+    much of their text, and must not remove each other."""
     import numpy as np
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -87,11 +92,12 @@ def stage2(work: str, rank: int = 0, world_size: int = 1) -> dict[str, Any]:
     plan = stages.load_plan(wd)
     cfg = CurateConfig(**plan["config"])
     n_shards = len(plan["shards"])
-    cols = ["swhid", "repo_name", "path", "license_type", "repo_idx", "file_idx"]
+    cols = ["swhid", "repo_name", "path", "license_type", "repo_idx", "file_idx", "kind"]
     tables = [pq.read_table(wd / "s1" / f"kept-{r:05d}.parquet", columns=cols) for r in range(n_shards)]
     shard = np.concatenate([np.full(t.num_rows, r, dtype=np.int64) for r, t in enumerate(tables)])
     row = np.concatenate([np.arange(t.num_rows, dtype=np.int64) for t in tables])
     t = pa.concat_tables(tables)
+    kinds = np.array([k or "file" for k in t.column("kind").to_pylist()], dtype=object)
     swh = np.array(t.column("swhid").to_pylist(), dtype=object)
     repo, path = t.column("repo_name").to_pylist(), t.column("path").to_pylist()
     priority = (np.array(t.column("license_type").to_pylist(), dtype=object) != "permissive").astype(np.int64)
@@ -107,21 +113,29 @@ def stage2(work: str, rank: int = 0, world_size: int = 1) -> dict[str, Any]:
                          "kept_repo": repo[keep], "kept_path": path[keep], "dup_swhid": swh[dup],
                          "dup_repo": repo[dup], "dup_path": path[dup], "est_jaccard": est})
 
-    keeper = exact_groups(swh.astype(str), priority, order) if len(swh) else np.zeros(0, dtype=np.int64)
+    # keeper[i] = global index of the record i is a duplicate of (itself when kept), within its kind
+    keeper = np.arange(len(swh), dtype=np.int64)
+    for kind in sorted(set(kinds)):
+        sel = np.flatnonzero(kinds == kind)
+        keeper[sel] = sel[exact_groups(swh[sel].astype(str), priority[sel], order[sel])]
     for i in np.flatnonzero(keeper != np.arange(len(keeper))):
         record("exact_dedup", "exact_duplicate", int(i), int(keeper[i]), 1.0)
     n_near = 0
     if cfg.near_dedup and len(swh):
         sigs = np.concatenate([np.load(wd / "s1" / f"sig-{r:05d}.npy") for r in range(n_shards)])
         # exact survivors with at least one shingle (an all-max signature means no tokens)
-        idx = np.flatnonzero((keeper == np.arange(len(keeper))) & (sigs != 0xFFFFFFFF).any(axis=1))
-        res = near_clusters(sigs[idx], priority[idx], order[idx], cfg.bands, cfg.rows, cfg.lsh_rounds,
-                            cfg.verify_jaccard)
-        n_near = res.n_clusters
-        dups = np.flatnonzero(res.keeper != np.arange(len(idx)))
-        est = estimated_jaccard(sigs, idx[dups], idx[res.keeper[dups]]) if len(dups) else []
-        for k, d in enumerate(dups):
-            record("near_dedup", "near_duplicate", int(idx[d]), int(idx[res.keeper[d]]), float(est[k]))
+        alive = (keeper == np.arange(len(keeper))) & (sigs != 0xFFFFFFFF).any(axis=1)
+        for kind in sorted(set(kinds)):
+            idx = np.flatnonzero(alive & (kinds == kind))
+            if not len(idx):
+                continue
+            res = near_clusters(sigs[idx], priority[idx], order[idx], cfg.bands, cfg.rows, cfg.lsh_rounds,
+                                cfg.verify_jaccard)
+            n_near += res.n_clusters
+            dups = np.flatnonzero(res.keeper != np.arange(len(idx)))
+            est = estimated_jaccard(sigs, idx[dups], idx[res.keeper[dups]]) if len(dups) else []
+            for k, d in enumerate(dups):
+                record("near_dedup", "near_duplicate", int(idx[d]), int(idx[res.keeper[d]]), float(est[k]))
     ds = pa.schema([("shard", pa.int64()), ("row", pa.int64()), ("step", pa.string()), ("reason", pa.string()),
                     ("detail", pa.string())])
     cs = pa.schema([("kind", pa.string()), ("cluster", pa.string()), ("kept_swhid", pa.string()),
@@ -153,6 +167,17 @@ def finalize(work: Path, plan: dict[str, Any], s1: list[dict], s2: dict, s3: lis
             c = languages.setdefault(lang, {"files": 0, "bytes": 0})
             c["files"] += files
             c["bytes"] += nbytes
+    kinds: dict[str, dict[str, int]] = {}
+    for summary in s3:
+        for kind, (files, nbytes) in summary.get("kinds", {}).items():
+            c = kinds.setdefault(kind, {"files": 0, "bytes": 0})
+            c["files"] += files
+            c["bytes"] += nbytes
+    sources: dict[str, int] = {}
+    for summary in s1:
+        for k, v in summary.get("sources", {}).items():
+            sources[k] = sources.get(k, 0) + v
+    derived = derived_records(stats.steps["sources"].to_dict()) if "sources" in stats.steps else 0
     pii: dict[str, int] = {}
     for summary in s3:
         for k, v in summary["pii"].items():
@@ -160,16 +185,19 @@ def finalize(work: Path, plan: dict[str, Any], s1: list[dict], s2: dict, s3: lis
     last = steps[-1]
     result = {
         "files_in": read.n_in, "files_out": last.n_out, "bytes_in": read.bytes_in, "bytes_out": last.bytes_out,
+        # records made beyond one per input (a notebook's second form); files_in + derived = out + dropped
+        "derived_records": derived,
         "dropped": dict(sorted(stats.dropped().items())),
         "dropped_by_step": {st.name: dict(sorted(st.dropped.items())) for st in steps},
         "funnel": [{"step": "input", "files": read.n_in, "bytes": read.bytes_in}]
         + [{"step": st.name, "files": st.n_out, "bytes": st.bytes_out} for st in steps],
         "languages": dict(sorted(languages.items(), key=lambda kv: (-kv[1]["files"], kv[0]))),
+        "kinds": dict(sorted(kinds.items())), "sources": dict(sorted(sources.items())),
         "repos": len(plan["repos"]), "shards": len(plan["shards"]),
         "empty_repos": sorted({r for s in s1 for r in s["empty_repos"]}),
         "dedup": s2, "pii": dict(sorted(pii.items())), "config": plan["config"],
     }
-    assert result["files_in"] == result["files_out"] + sum(result["dropped"].values()), "files lost"
+    assert result["files_in"] + derived == result["files_out"] + sum(result["dropped"].values()), "files lost"
     tables = [pq.read_table(work / "s3" / f"pii-{r:05d}.parquet") for r in range(len(plan["shards"]))]
     import pyarrow as pa
 

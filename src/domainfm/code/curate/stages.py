@@ -1,9 +1,12 @@
 """The sharded stages of a curation run; each shard writes its outputs atomically, then its marker.
 
-    s1 (per shard)  read -> language -> license -> quality; MinHash signatures of the survivors
-    s2 (global)     exact + near dedup decisions, OUT/dedup_clusters.parquet
+    s1 (per shard)  read -> sources -> language -> license -> quality; MinHash signatures of the survivors
+    s2 (global)     exact + near dedup decisions (per record kind), OUT/dedup_clusters.parquet
     s3 (per shard)  apply dedup decisions -> PII redaction -> decontamination -> OUT/data/*.parquet
-Dropped records go to OUT/removed/*.parquet with their step and reason.
+Dropped records go to OUT/removed/*.parquet with their step and reason. `sources` expands notebooks and
+GitHub thread files into records of their own `kind` (see `curate.sources`); the quality filter is the
+plain-file one (StarCoder2 gave notebooks, issues and PRs their own filters, applied in `sources`), while
+dedup, PII redaction and decontamination apply to every kind.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from domainfm.code.curate.encoding import decode
 from domainfm.code.curate.filters import Decode, LanguageFilter, LicenseFilter, QualityFilter, read_opt_out
 from domainfm.code.curate.licenses import LicenseMap, is_license_candidate, license_type
 from domainfm.code.curate.pii import find_pii, redact
+from domainfm.code.curate.sources import SourceStep
 from domainfm.core.io import read_parquet_rows, write_parquet
 from domainfm.core.steps import Filter, Record, Step, StepContext, run_pipeline
 
@@ -39,10 +43,10 @@ def schemas() -> dict[str, Any]:
     s, i64 = pa.string(), pa.int64()
     data = pa.schema([("swhid", s), ("repo_name", s), ("path", s), ("language", s), ("license_type", s),
                       ("licenses", pa.list_(s)), ("content", pa.large_string()), ("size", i64), ("encoding", s),
-                      ("commit", s), ("n_redactions", pa.int32())])
+                      ("commit", s), ("kind", s), ("n_redactions", pa.int32())])
     kept = pa.schema([f for f in data if f.name != "n_redactions"] + [("repo_idx", i64), ("file_idx", i64)])
     removed = pa.schema([("swhid", s), ("repo_name", s), ("path", s), ("step", s), ("reason", s), ("detail", s),
-                         ("size", i64), ("language", s)])
+                         ("size", i64), ("language", s), ("kind", s)])
     pii = pa.schema([("swhid", s), ("repo_name", s), ("path", s), ("type", s), ("detector", s), ("start", i64),
                      ("end", i64), ("replacement", s)])
     return {"data": data, "kept": kept, "removed": removed, "pii": pii}
@@ -57,7 +61,8 @@ class _Sink:
     def __call__(self, rec: Record, step: str, reason: str) -> None:
         self.rows.append({"swhid": rec.get("swhid"), "repo_name": rec.get("repo_name"), "path": rec.get("path"),
                           "step": step, "reason": reason, "detail": rec.get("_detail"),
-                          "size": int(rec.get("size") or 0), "language": rec.get("language")})
+                          "size": int(rec.get("size") or 0), "language": rec.get("language"),
+                          "kind": rec.get("kind") or "file"})
 
 
 def load_plan(work: Path) -> dict[str, Any]:
@@ -117,10 +122,11 @@ def stage1(work: str, rank: int, world_size: int) -> dict[str, Any]:
         for repo_idx, part, n_parts in plan["shards"][rank]:
             yield from _repo_records(specs[repo_idx], repo_idx, part, n_parts, cfg.max_file_size, empty)
 
-    steps: list[Step] = [Decode(), LanguageFilter(cfg.languages or None),
+    sources = SourceStep(cfg.notebooks, cfg.github_dir)
+    steps: list[Step] = [Decode(), sources, LanguageFilter(cfg.languages or None),
                          LicenseFilter(cfg.license_types, owners, repos)]
     if cfg.quality:
-        steps.append(QualityFilter())
+        steps.append(KindGate(QualityFilter(), {"file"}))
     kept = list(run_pipeline(steps, records(), ctx))
     sch = schemas()
     write_parquet(wd / "s1" / f"kept-{rank:05d}.parquet", [{k: r.get(k) for k in sch["kept"].names} for r in kept],
@@ -131,7 +137,23 @@ def stage1(work: str, rank: int, world_size: int) -> dict[str, Any]:
             np.save(fh, sigs)
     write_parquet(Path(plan["out"]) / "removed" / f"s1-{rank:05d}.parquet", sink.rows, schema=sch["removed"])
     kill_point(f"s1-{rank}")
-    return {"stats": ctx.stats.to_dict(), "empty_repos": empty, "kept": len(kept)}
+    return {"stats": ctx.stats.to_dict(), "empty_repos": empty, "kept": len(kept), "sources": dict(sources.counts)}
+
+
+class KindGate(Step):
+    """Run `inner` (under its own name) on records of the given kinds only; pass the others through."""
+
+    def __init__(self, inner: Step, kinds: set[str]) -> None:
+        self.inner = inner
+        self.name = inner.name
+        self.kinds = frozenset(kinds)
+
+    def process(self, records: Iterable[Record], ctx: StepContext) -> Iterator[Record]:
+        for rec in records:
+            if (rec.get("kind") or "file") in self.kinds:
+                yield from self.inner.process(iter([rec]), ctx)
+            else:
+                yield rec
 
 
 class DedupFilter(Filter):
@@ -212,14 +234,17 @@ def stage3(work: str, rank: int, world_size: int) -> dict[str, Any]:
     kept = list(run_pipeline(steps, rows(), ctx))
     sch = schemas()
     langs: dict[str, list[int]] = {}
+    kinds: dict[str, list[int]] = {}
     for r in kept:
-        c = langs.setdefault(r["language"], [0, 0])
-        c[0] += 1
-        c[1] += int(r["size"])
+        for table, key in ((langs, r["language"]), (kinds, r.get("kind") or "file")):
+            c = table.setdefault(key, [0, 0])
+            c[0] += 1
+            c[1] += int(r["size"])
     if kept:  # no empty shards: `datasets` cannot read a Parquet file without row groups
         write_parquet(out / "data" / f"part-{rank:05d}.parquet",
                       [{k: r.get(k) for k in sch["data"].names} for r in kept], schema=sch["data"])
     write_parquet(out / "removed" / f"s3-{rank:05d}.parquet", sink.rows, schema=sch["removed"])
     write_parquet(wd / "s3" / f"pii-{rank:05d}.parquet", pii_rows, schema=sch["pii"])
     kill_point(f"s3-{rank}")
-    return {"stats": ctx.stats.to_dict(), "languages": langs, "pii": dict(steps[2].counts)}  # type: ignore[attr-defined]
+    return {"stats": ctx.stats.to_dict(), "languages": langs, "kinds": kinds,
+            "pii": dict(steps[2].counts)}  # type: ignore[attr-defined]
