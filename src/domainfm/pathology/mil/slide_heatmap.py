@@ -109,8 +109,9 @@ def slide_heatmap(model_dir: str | Path, slide: str | Path, out_dir: str | Path,
     with h5py.File(feats_h5, "r") as f:
         x = f["features"][()].astype(np.float32)
         coords = f["coords"][()]
-    with h5py.File(coords_h5, "r") as f:
-        attrs = dict(f.attrs)
+    from domainfm.pathology.slides.coords import coords_attrs
+
+    attrs = coords_attrs(coords_h5)  # root + coords-dataset (CLAM/TRIDENT) attrs, level0_tile_size derived
     if len(x) == 0:
         raise UserError(f"{slide.name}: no tissue tiles at {mpp} um/px; nothing to draw")
     probs, tile_scores = predict(model, [x], device=device)
