@@ -21,9 +21,9 @@ from domainfm.core.config import config_to_dict, save_config
 from domainfm.core.errors import UserError
 from domainfm.core.io import atomic_path, atomic_write_json
 from domainfm.core.progress import get_logger, progress
-from domainfm.pathology.ssl.augment import AugmentConfig, TwoCrops, moco_v2_transform
+from domainfm.pathology.ssl.augment import AugmentConfig, augment_batch, augment_config
 from domainfm.pathology.ssl.config import MocoConfig
-from domainfm.pathology.ssl.data import EpochSampler, TileDataset, find_images
+from domainfm.pathology.ssl.data import TileCache, _mix, build_tile_cache, epoch_indices, find_images
 from domainfm.pathology.ssl.moco import MoCo, average_bn_stats
 
 log = get_logger("pathology.ssl")
@@ -41,8 +41,11 @@ def resolve(cfg: MocoConfig) -> MocoConfig:
     backbone = cfg.backbone or ("resnet50" if device.startswith("cuda") else "resnet18")
     if cfg.batch_size < 2:
         raise UserError("--batch-size must be at least 2")
-    if cfg.max_steps <= 0 and cfg.epochs <= 0:
-        raise UserError("give --max-steps N or --epochs N")
+    if cfg.max_steps <= 0 and cfg.epochs <= 0 and cfg.max_minutes <= 0:
+        raise UserError("give --max-steps N, --epochs N or --max-minutes M")
+    if cfg.max_minutes < 0:
+        raise UserError("--max-minutes must be positive")
+    aug_of(cfg)  # an unknown --augment preset is a one-line error before any work
     if cfg.queue_size < cfg.batch_size:
         raise UserError(f"--queue-size {cfg.queue_size} is smaller than the batch ({cfg.batch_size})")
     return replace(cfg, device=device, backbone=backbone)
@@ -68,6 +71,45 @@ def lr_at(step: int, total: int, base: float, warmup: int) -> float:
         return base * (step + 1) / warmup
     t = (step - warmup) / max(1, total - warmup)
     return base * 0.5 * (1.0 + math.cos(math.pi * t))
+
+
+def aug_of(cfg: MocoConfig) -> AugmentConfig:
+    """The augmentation of this run: the `--augment` preset with the single-field overrides applied."""
+    s = cfg.color_jitter
+    jitter = {} if s is None else {"brightness": s, "contrast": s, "saturation": s, "hue": s / 4}
+    return augment_config(
+        cfg.augment, cfg.image_size, **jitter, grayscale_p=cfg.grayscale_p, blur_p=cfg.blur_p,
+        hed_jitter=cfg.hed_jitter, rot90=cfg.rot90,
+        vflip_p=None if cfg.vflip is None else (0.5 if cfg.vflip else 0.0),
+        crop_scale=None if cfg.crop_scale_min is None else (cfg.crop_scale_min, 1.0))
+
+
+class StepPlanner:
+    """Plans the total number of steps of a `--max-minutes` run from the measured step time.
+
+    The first steps calibrate (the first one, with its one-off allocations, is not counted); from then on
+    ``total = step + remaining_seconds / step_seconds`` is re-planned at every step from a running mean of
+    recent step times, so the cosine schedule (a function of step / total) reaches its end value at the
+    budget even when the machine's speed drifts. With `max_steps` as well, the smaller total wins."""
+
+    def __init__(self, budget_s: float, cap: int = 0, calibration: int = 3) -> None:
+        self.budget_s, self.cap, self.calibration = budget_s, cap, calibration
+        self.times: list[float] = []
+
+    def plan(self, step: int, seconds: float, last_step_s: float | None, current: int) -> int:
+        if last_step_s is not None:
+            self.times.append(last_step_s)
+        remaining = self.budget_s - seconds
+        if remaining <= 0:
+            return step  # out of time: this is the last step
+        usable = self.times[1:] if len(self.times) > 1 else self.times
+        if len(usable) < self.calibration - 1 or not usable:
+            total = max(current, step + 1)  # still calibrating: keep the provisional plan
+        else:
+            recent = usable[-20:]
+            per_step = sum(recent) / len(recent)
+            total = step + max(1, int(remaining / per_step))
+        return min(total, self.cap) if self.cap else total
 
 
 def _dist_env() -> tuple[int, int, int]:
@@ -237,26 +279,31 @@ def _train(cfg: MocoConfig, stop_at_step: int | None, rank: int, world: int, dev
         raise UserError(f"{out} already holds a run (checkpoints/last.pt); pass --resume to continue it "
                         "or choose another --output")
     files = find_images(cfg.tiles)
+    # every rank builds / opens the same cache (rank 0 first under DDP, so the tiles are decoded once)
+    cache = _open_cache(cfg, files, rank, distributed)
+    n = len(cache)
     global_batch = cfg.batch_size * world
-    steps_per_epoch = len(files) // global_batch
+    steps_per_epoch = n // global_batch
     if steps_per_epoch == 0:
-        raise UserError(f"{len(files)} images is fewer than one batch of {global_batch}"
+        raise UserError(f"{n} images is fewer than one batch of {global_batch}"
                         + (f" ({cfg.batch_size} per rank x {world} ranks)" if distributed else ""))
-    total = cfg.max_steps if cfg.max_steps > 0 else cfg.epochs * steps_per_epoch
-    if cfg.queue_size > len(files) and rank == 0:
+    by_steps = cfg.max_steps if cfg.max_steps > 0 else cfg.epochs * steps_per_epoch
+    planner = StepPlanner(cfg.max_minutes * 60, cap=by_steps) if cfg.max_minutes > 0 else None
+    total = by_steps if planner is None else (by_steps or 10**9)  # provisional until calibrated
+    if cfg.queue_size > n and rank == 0:
         log.warning("queue (%d) is larger than the data set (%d images): the queue will hold stale copies "
-                    "of the current images; consider --queue-size <= %d", cfg.queue_size, len(files), len(files))
+                    "of the current images; consider --queue-size <= %d", cfg.queue_size, n, n)
 
     model, width = build_model(cfg, world)
     model.to(device)
-    if device.startswith("cuda"):
+    if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
     base_lr = cfg.lr or 0.03 * global_batch / 256  # MoCo's rule on the global batch (all ranks together)
     opt = torch.optim.SGD(model.encoder_q.parameters(), lr=base_lr, momentum=cfg.sgd_momentum,
                           weight_decay=cfg.weight_decay)
     gen = torch.Generator().manual_seed(cfg.seed + 1)  # shuffled-BN permutations (the same on every rank)
-    state: dict[str, Any] = {"step": 0, "total": total, "loss": [], "knn": [], "images_seen": 0, "seconds": 0.0,
-                             "world": world, "base_lr": base_lr}
+    state: dict[str, Any] = {"step": 0, "total": total, "loss": [], "lr": [], "knn": [], "images_seen": 0,
+                             "seconds": 0.0, "world": world, "base_lr": base_lr}
     if ckpt_path.exists():
         # on the CPU: the RNG states must stay CPU tensors; load_state_dict moves weights and optimiser
         # state to the parameters' device
@@ -264,76 +311,92 @@ def _train(cfg: MocoConfig, stop_at_step: int | None, rank: int, world: int, dev
         model.load_state_dict(ckpt["model"])
         opt.load_state_dict(ckpt["optimizer"])
         state = ckpt["state"]
+        state.setdefault("lr", [])
         gen.set_state(ckpt["generator"])
         torch.set_rng_state(ckpt["torch_rng"])
         if rank == 0 and state.get("world", 1) != world:
             log.warning("resuming a run made with %d process(es) on %d: the global batch, lr and data order "
                         "change from here on", state.get("world", 1), world)
         state["world"], state["base_lr"] = world, base_lr
-        if state["total"] != total:
+        if planner is not None:
+            total = state["total"]  # re-planned from this session's step times
+        elif state["total"] != total:
             if rank == 0:
                 log.warning("resuming with %d total steps instead of %d: the cosine schedule changes", total,
                             state["total"])
             state["total"] = total
         if rank == 0:
-            log.info("resumed from step %d / %d", state["step"], total)
+            log.info("resumed from step %d / %d", state["step"], state["total"])
     if rank == 0:
         out.mkdir(parents=True, exist_ok=True)
         save_config(cfg, out / "pretrain_config.yaml")
     net: Any = model
     if distributed:
         net = _wrap_ddp(model, device)
-    aug = AugmentConfig(image_size=cfg.image_size, crop_scale_min=cfg.crop_scale_min, color_jitter=cfg.color_jitter,
-                        grayscale_p=cfg.grayscale_p, blur_p=cfg.blur_p, vflip=cfg.vflip, rot90=cfg.rot90,
-                        hed_jitter=cfg.hed_jitter)
-    dataset = TileDataset(files, TwoCrops(moco_v2_transform(aug)))
+    aug = aug_of(cfg)
     amp = torch.autocast("cuda", dtype=torch.bfloat16) if device.startswith("cuda") else None
     model.train()
-    bar = progress(total=total, initial=state["step"], desc="MoCo v2", unit="step", disable=rank != 0)
-    t_start = time.perf_counter() - state["seconds"]
+    bar = progress(total=None if planner else total, initial=state["step"], desc="MoCo v2", unit="step",
+                   disable=rank != 0)
+    t_session = time.perf_counter()
+    seconds_at_start = state["seconds"]
+    last_ckpt_s = state["seconds"]
     interrupted = False
-    while state["step"] < total and not interrupted:
-        epoch, start_batch = divmod(state["step"], steps_per_epoch)
-        sampler = EpochSampler(len(files), cfg.batch_size, cfg.seed, epoch, start_batch, rank, world)
-        loader = torch.utils.data.DataLoader(dataset, batch_size=cfg.batch_size, sampler=sampler, drop_last=True,
-                                             num_workers=cfg.workers, pin_memory=device.startswith("cuda"),
-                                             persistent_workers=False)
-        t_win, n_win = time.perf_counter(), 0
-        for im_q, im_k in loader:
-            step = state["step"]
-            lr = lr_at(step, total, base_lr, cfg.warmup_steps)
-            for g in opt.param_groups:
-                g["lr"] = lr
-            im_q, im_k = im_q.to(device, non_blocking=True), im_k.to(device, non_blocking=True)
-            if amp is not None:
-                with amp:
-                    loss = net(im_q, im_k, generator=gen)
-            else:
+    epoch_cache: tuple[int, Any] = (-1, None)
+    last_step_s: float | None = None
+    while not interrupted:
+        step = state["step"]
+        if planner is not None:  # every rank plans from rank 0's clock: the same total everywhere
+            total = _broadcast_int(planner.plan(step, state["seconds"], last_step_s, state["total"]), distributed)
+            state["total"] = total
+        if step >= state["total"]:
+            break
+        t0 = time.perf_counter()
+        epoch, b = divmod(step, steps_per_epoch)
+        if epoch_cache[0] != epoch:
+            epoch_cache = (epoch, epoch_indices(n, cfg.batch_size, cfg.seed, epoch, rank, world))
+        idx = epoch_cache[1][b]  # (batch,) indices into the cache
+        # two views from one generator seeded by (seed, epoch, rank, batch): a resumed run draws the same
+        g = torch.Generator().manual_seed(_mix(cfg.seed, epoch, rank, b))
+        tiles = cache.batch(idx)  # (B, S0, S0, 3) uint8
+        if device.startswith("cuda"):
+            tiles = tiles.pin_memory()
+        im_q = augment_batch(tiles, aug, g, device)
+        im_k = augment_batch(tiles, aug, g, device)
+        lr = lr_at(step, state["total"], base_lr, cfg.warmup_steps)
+        for grp in opt.param_groups:
+            grp["lr"] = lr
+        if amp is not None:
+            with amp:
                 loss = net(im_q, im_k, generator=gen)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            loss_v = _global_mean(loss.detach(), distributed)  # same value on every rank
-            if not math.isfinite(loss_v):
-                raise RuntimeError(f"loss became {loss_v} at step {step}; lower --lr")
-            state["step"] += 1
-            state["loss"].append(loss_v)
-            state["images_seen"] += global_batch
-            n_win += global_batch
-            elapsed = time.perf_counter() - t_win
-            bar.update(1)
-            bar.set_postfix(loss=f"{loss_v:.3f}", img_s=f"{n_win / max(elapsed, 1e-9):.0f}", lr=f"{lr:.4f}")
-            state["seconds"] = time.perf_counter() - t_start
-            done = state["step"] >= total
-            interrupted = stop_at_step is not None and state["step"] >= stop_at_step and not done
-            # the same decision on every rank: average_bn_stats is a collective
-            if state["step"] % cfg.checkpoint_every == 0 or done or interrupted:
-                average_bn_stats(model)
-                if rank == 0:
-                    _save_checkpoint(ckpt_path, model, opt, state, gen)
-            if done or interrupted:
-                break
-        epoch_done = state["step"] % steps_per_epoch == 0 or state["step"] >= total
+        else:
+            loss = net(im_q, im_k, generator=gen)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        loss_v = _global_mean(loss.detach(), distributed)  # same value on every rank (and a device sync)
+        if not math.isfinite(loss_v):
+            raise RuntimeError(f"loss became {loss_v} at step {step}; lower --lr")
+        last_step_s = time.perf_counter() - t0
+        state["step"] += 1
+        state["loss"].append(loss_v)
+        state["lr"].append(lr)
+        state["images_seen"] += global_batch
+        state["seconds"] = seconds_at_start + time.perf_counter() - t_session
+        bar.update(1)
+        bar.set_postfix(loss=f"{loss_v:.3f}", img_s=f"{global_batch / max(last_step_s, 1e-9):.0f}", lr=f"{lr:.4f}")
+        done = state["step"] >= state["total"] or (planner is not None and state["seconds"] >= planner.budget_s)
+        if done and planner is not None:
+            state["total"] = state["step"]
+        interrupted = stop_at_step is not None and state["step"] >= stop_at_step and not done
+        # the same decision on every rank: average_bn_stats is a collective
+        due = _broadcast_int(int(state["seconds"] - last_ckpt_s >= cfg.checkpoint_minutes * 60), distributed)
+        if state["step"] % cfg.checkpoint_every == 0 or done or interrupted or due:
+            average_bn_stats(model)
+            if rank == 0:
+                _save_checkpoint(ckpt_path, model, opt, state, gen)
+            last_ckpt_s = state["seconds"]
+        epoch_done = state["step"] % steps_per_epoch == 0 or done
         if cfg.val_dir and epoch_done and not interrupted:
             average_bn_stats(model)
             if rank == 0:
@@ -341,9 +404,11 @@ def _train(cfg: MocoConfig, stop_at_step: int | None, rank: int, world: int, dev
                 state["knn"].append({"step": state["step"], "epoch": epoch + 1, **res})
                 log.info("epoch %d: kNN accuracy %.4f on %d val images", epoch + 1, res["accuracy"], res["n"])
                 _save_checkpoint(ckpt_path, model, opt, state, gen)
+        if done:
+            break
     bar.close()
     if rank == 0 and not interrupted:
-        _finish(model, cfg, width, state, files, out, world)
+        _finish(model, cfg, width, state, cache.files, out, world, aug)
     if distributed:
         import torch.distributed as dist
 
@@ -351,8 +416,39 @@ def _train(cfg: MocoConfig, stop_at_step: int | None, rank: int, world: int, dev
     return PretrainRun(output=out, model=model, state=state, rank=rank, world=world)
 
 
-def _finish(model: MoCo, cfg: MocoConfig, width: int, state: dict[str, Any], files: list[Path], out: Path,
-            world: int = 1) -> None:
+def _open_cache(cfg: MocoConfig, files: list[Path], rank: int, distributed: bool) -> TileCache:
+    """The decoded-tile cache of `files` (built on first use; under DDP rank 0 builds, the others wait)."""
+    if distributed and rank != 0:
+        import torch.distributed as dist
+
+        dist.barrier()
+        return build_tile_cache(files, cfg.cache_dir or None, cfg.cache_size, cfg.workers)
+    cache = build_tile_cache(files, cfg.cache_dir or None, cfg.cache_size, cfg.workers)
+    if rank == 0:
+        log.info("tile cache %s: %d tiles of %d px (%s)", cache.path, len(cache), cache.array.shape[1],
+                 "decoded now" if cache.built else "reused")
+    if distributed:
+        import torch.distributed as dist
+
+        dist.barrier()
+    return cache
+
+
+def _broadcast_int(x: int, distributed: bool) -> int:
+    """Rank 0's value of `x` on every rank (time-based decisions must agree across ranks)."""
+    if not distributed:
+        return x
+    import torch.distributed as dist
+
+    # nccl moves only CUDA tensors
+    dev = f"cuda:{torch.cuda.current_device()}" if dist.get_backend() == "nccl" else "cpu"
+    t = torch.tensor([x], dtype=torch.long, device=dev)
+    dist.broadcast(t, src=0)
+    return int(t)
+
+
+def _finish(model: MoCo, cfg: MocoConfig, width: int, state: dict[str, Any], files: list[str], out: Path,
+            world: int = 1, aug: AugmentConfig | None = None) -> None:
     from domainfm.pathology.features.encoders import save_encoder
 
     seconds = state["seconds"]
@@ -360,9 +456,11 @@ def _finish(model: MoCo, cfg: MocoConfig, width: int, state: dict[str, Any], fil
              "train_seconds": round(seconds, 1), "n_train_images": len(files),
              "final_loss": float(sum(state["loss"][-20:]) / max(1, len(state["loss"][-20:]))),
              "world_size": world, "global_batch": cfg.batch_size * world, "base_lr": state.get("base_lr"),
-             "pretrain": config_to_dict(cfg)}
+             "final_lr": state["lr"][-1] if state.get("lr") else None, "max_minutes": cfg.max_minutes,
+             "augmentation_preset": aug.preset if aug else cfg.augment,
+             "augmentation": aug.to_dict() if aug else None, "pretrain": config_to_dict(cfg)}
     save_encoder(model.backbone, out, arch=cfg.backbone, embed_dim=width, image_size=cfg.image_size, extra=extra)
-    atomic_write_json(out / "history.json", {"loss": state["loss"], "knn": state["knn"]})
+    atomic_write_json(out / "history.json", {"loss": state["loss"], "lr": state.get("lr", []), "knn": state["knn"]})
     plot_history(state, out / "loss_curve.png")
     log.info("encoder written to %s (%d steps, %.0f images/s)", out, state["step"],
              state["images_seen"] / max(seconds, 1e-9))
