@@ -26,6 +26,15 @@ def packed(pack_corpus_dir: Path, pack_tokenizer: Path, tmp_path_factory: pytest
     return out
 
 
+@pytest.fixture(scope="module")
+def plain(pack_corpus_dir: Path, pack_tokenizer: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The same pack without FIM: the token stream, cut into rows, nothing lost."""
+    out = tmp_path_factory.mktemp("plain") / "p"
+    pack_corpus(pack_corpus_dir, pack_tokenizer, out, seq_len=SEQ, seed=3, val_fraction=0.25, shard_mb=0.01,
+                fim_rate=0.0)
+    return out
+
+
 def _files(d: Path) -> dict[str, bytes]:
     """The outputs (shards + index), not the bookkeeping under _work/ (markers hold timings)."""
     return {str(p.relative_to(d)): p.read_bytes() for p in sorted(d.rglob("*"))
@@ -58,15 +67,17 @@ def _samples(packed: Path, split: str, tok_dir: Path) -> list[list]:
     return samples
 
 
-def test_every_file_comes_back_exactly(packed: Path, pack_corpus_dir: Path, pack_tokenizer: Path) -> None:
+def test_every_file_comes_back_exactly(plain: Path, pack_corpus_dir: Path, pack_tokenizer: Path) -> None:
+    """Without FIM (fim_rate 0) nothing is cut or padded inside a shard: every file comes back."""
     rows = list(read_parquet_rows(sorted((pack_corpus_dir / "data").glob("*.parquet"))))
     by_repo: dict[str, list[tuple[str, str]]] = {}
     for r in rows:
         by_repo.setdefault(r["repo_name"], []).append((r["path"], r["content"]))
-    idx = read_index(packed)
+    idx = read_index(plain)
+    assert idx["splits"]["train"]["n_truncated_tokens"] == 0
     seen = []
     for split in ("train", "val"):
-        samples = _samples(packed, split, pack_tokenizer)
+        samples = _samples(plain, split, pack_tokenizer)
         assert len(samples) == idx["splits"][split]["n_repos"]
         for pieces, repo in zip(samples, idx["splits"][split]["repos"], strict=True):
             name, files = parse_sample(pieces)
@@ -88,6 +99,7 @@ def test_index_and_reader(packed: Path) -> None:
     assert n_repos >= 6 and len(val["repos"]) == round(0.25 * n_repos)
     assert len(train["shards"]) > 1  # small shard_mb -> several work units
     assert train["fim_psm"] + train["fim_spm"] > 0 and train["n_files"] + val["n_files"] == idx["corpus_rows"]
+    assert idx["format"] == "domainfm-packed-v2" and idx["fim_fragment_rate"] == 0.5
     ds = PackedDataset(packed, "train")
     assert len(ds) == train["n_seqs"] and ds[0].shape == (SEQ,) and ds[0].dtype == np.int64
     assert train["n_tokens"] + train["n_pad_tokens"] == train["n_seqs"] * SEQ
@@ -95,12 +107,12 @@ def test_index_and_reader(packed: Path) -> None:
     assert int((np.stack([ds[i] for i in range(len(ds))]) == ds.pad_id).sum()) == train["n_pad_tokens"]
 
 
-def test_literal_special_token_text_stays_text(packed: Path, pack_tokenizer: Path) -> None:
+def test_literal_special_token_text_stays_text(plain: Path, pack_tokenizer: Path) -> None:
     from tokenizers import Tokenizer
 
     tok = Tokenizer.from_file(str(pack_tokenizer / "tokenizer.json"))
-    idx = read_index(packed)
-    ids = np.concatenate([np.fromfile(packed / s["file"], dtype=idx["dtype"])
+    idx = read_index(plain)
+    ids = np.concatenate([np.fromfile(plain / s["file"], dtype=idx["dtype"])
                           for sp in idx["splits"].values() for s in sp["shards"]])
     n_repos = sum(sp["n_repos"] for sp in idx["splits"].values())
     n_files = sum(sp["n_files"] for sp in idx["splits"].values())

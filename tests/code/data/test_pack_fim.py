@@ -23,6 +23,7 @@ from domainfm.code.data.fim import (
 def test_psm_and_spm_layouts_are_starcoder2s() -> None:
     assert render(fim_pieces("P", "M", "S", spm=False)) == "<fim_prefix>P<fim_suffix>S<fim_middle>M"
     assert render(fim_pieces("P", "M", "S", spm=True)) == "<fim_prefix><fim_suffix>S<fim_middle>PM"
+    assert fim_pieces("P", "M", "S", spm=True)[-2:] == ["P", "M"]  # SPM: tokenised apart, as at inference
 
 
 @settings(max_examples=300, deadline=None)

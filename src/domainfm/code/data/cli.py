@@ -16,7 +16,11 @@ def register(app: typer.Typer) -> None:
         tokenizer: Path = typer.Option(..., "--tokenizer", help="tokenizer folder (`code tokenizer train`)"),
         out: Path = typer.Option(..., "-o", "--out", help="packed dataset folder to write"),
         seq_len: int = typer.Option(..., "--seq-len", help="tokens per sequence"),
-        fim_rate: float = typer.Option(0.5, "--fim-rate", help="probability of FIM per file"),
+        fim_rate: float = typer.Option(0.5, "--fim-rate",
+                                       help="probability of FIM per row segment (Megatron's --fim-rate)"),
+        fim_fragment_rate: float = typer.Option(0.5, "--fim-fragment-rate",
+                                                help="probability of FIM per file fragment of a chosen segment "
+                                                     "(Megatron's --fragment-fim-rate)"),
         fim_spm_rate: float = typer.Option(0.5, "--fim-spm-rate", help="probability of SPM (else PSM) per FIM"),
         repo_meta_rate: float = typer.Option(0.5, "--repo-meta-rate",
                                              help="probability a repository sample carries name + paths"),
@@ -27,12 +31,13 @@ def register(app: typer.Typer) -> None:
         workers: int = typer.Option(1, "--workers", help="worker processes"),
         overwrite: bool = typer.Option(False, "--overwrite", help="replace an existing output folder"),
     ) -> None:
-        """Build repository-context FIM samples, tokenise and pack them into fixed-length token shards."""
+        """Build repository-context samples, tokenise, cut into fixed-length rows, and apply FIM per row."""
         from domainfm.code.data.pack import pack_corpus
 
         idx = pack_corpus(corpus, tokenizer, out, seq_len, fim_rate=fim_rate, seed=seed,
                           val_fraction=val_fraction, workers=workers, fim_spm_rate=fim_spm_rate,
-                          repo_meta_rate=repo_meta_rate, shard_mb=shard_mb, overwrite=overwrite)
+                          repo_meta_rate=repo_meta_rate, shard_mb=shard_mb, overwrite=overwrite,
+                          fim_fragment_rate=fim_fragment_rate)
         print(summary(idx))
 
 
@@ -45,7 +50,7 @@ def summary(idx: dict) -> str:
         waste = 100.0 * sp["n_pad_tokens"] / slots if slots else 0.0
         n_fim = sp["fim_psm"] + sp["fim_spm"]
         lines.append(f"  {name:<5} {sp['n_repos']:>6} repos {sp['n_files']:>8} files {sp['n_tokens']:>12,} tokens "
-                     f"{sp['n_seqs']:>8} seqs  padding {waste:.2f}%  truncated 0  "
+                     f"{sp['n_seqs']:>8} seqs  padding {waste:.2f}%  truncated {sp.get('n_truncated_tokens', 0)} tokens  "
                      f"FIM {n_fim} (PSM {sp['fim_psm']} / SPM {sp['fim_spm']})  "
                      f"with metadata {sp['samples_with_meta']}")
     if "seconds" in idx and idx["seconds"] > 0:

@@ -11,7 +11,8 @@ Repository sample (StarCoder2): the files of one repository in a seeded random o
 
 otherwise ``<file_sep>CODE<file_sep>CODE...<|endoftext|>``.
 
-FIM, per file with probability `fim_rate`, split points drawn uniformly at character level (0..len,
+Packing applies FIM per training row on token ids (`fim_rows.py`, as Megatron-LM did for StarCoder2);
+this module holds the text-level pieces of it: split points drawn uniformly at character level (0..len,
 twice, sorted; so prefix, middle or suffix may be empty), then with probability `spm_rate` SPM else
 PSM. The layouts are those of bigcode's Megatron-LM (`megatron/data/gpt_dataset.py: permute`), which
 trained StarCoder / StarCoder2:
@@ -20,9 +21,9 @@ trained StarCoder / StarCoder2:
     SPM: <fim_prefix><fim_suffix>SUFFIX<fim_middle>PREFIX MIDDLE     ("variant 2" of Bavarian et al. 2022)
 
 In SPM the prefix follows `<fim_middle>` directly and the middle continues it, so at inference the
-same model infills from ``<fim_prefix><fim_suffix>S<fim_middle>P`` by plain continuation. FIM applies to
-the code of a file only; its `PATH\n` header (metadata samples) stays in front, as at inference time
-the path is known.
+same model infills from ``<fim_prefix><fim_suffix>S<fim_middle>P`` by plain continuation. In a
+sample with metadata the file's `PATH\n` heads the prefix (StarCoder2 paper, section 5.2:
+``<file_sep><fim_prefix>PATH\nCODE_PRE<fim_suffix>...``); split points fall in the code only.
 """
 
 from __future__ import annotations
@@ -58,8 +59,11 @@ def fim_split(code: str, rng: random.Random) -> tuple[str, str, str]:
 
 
 def fim_pieces(prefix: str, middle: str, suffix: str, spm: bool) -> list[Piece]:
+    """The FIM layout of one file. In SPM, prefix and middle stay two pieces (tokenised separately, as
+    Megatron's `permute` does): the model then sees the same token boundary at the split point as in an
+    SPM prompt at inference, which ends with the prefix's own tokens."""
     if spm:
-        return [Special(FIM_PREFIX), Special(FIM_SUFFIX), suffix, Special(FIM_MIDDLE), prefix + middle]
+        return [Special(FIM_PREFIX), Special(FIM_SUFFIX), suffix, Special(FIM_MIDDLE), prefix, middle]
     return [Special(FIM_PREFIX), prefix, Special(FIM_SUFFIX), suffix, Special(FIM_MIDDLE), middle]
 
 
@@ -114,10 +118,13 @@ class SampleStats:
     with_meta: int = 0
 
 
-def repo_sample(repo_name: str, files: list[tuple[str, str]], seed: int, fim_rate: float = 0.5,
+def repo_sample(repo_name: str, files: list[tuple[str, str]], seed: int, fim_rate: float = 0.0,
                 spm_rate: float = 0.5, meta_rate: float = 0.5,
                 stats: SampleStats | None = None) -> list[Piece]:
-    """The training sample of one repository; `files` = [(path, code)] in any order."""
+    """The sample of one repository; `files` = [(path, code)] in any order.
+
+    `pack` builds samples with `fim_rate=0` and applies FIM per training row afterwards
+    (`fim_rows`, as Megatron / StarCoder2); `fim_rate > 0` gives the per-file text-level variant."""
     rng = seeded_rng(seed, repo_name)
     order = sorted(files)  # canonical first, so the corpus order does not matter
     rng.shuffle(order)
@@ -125,9 +132,10 @@ def repo_sample(repo_name: str, files: list[tuple[str, str]], seed: int, fim_rat
     out: list[Piece] = [Special(REPO_NAME), repo_name] if meta else []
     for path, code in order:
         out.append(Special(FILE_SEP))
-        if meta:
-            out.append(path + "\n")
         pieces, mode = apply_fim(code, rng, fim_rate, spm_rate)
+        if meta:  # the path heads the file, and in a FIM file the prefix (after <fim_middle> in SPM)
+            at = {"": 0, "psm": 1, "spm": 4}[mode]
+            pieces[at] = path + "\n" + pieces[at]
         out.extend(pieces)
         if stats is not None:
             stats.files += 1
@@ -165,12 +173,10 @@ def parse_sample(pieces: list[Piece]) -> tuple[str | None, list[tuple[str | None
         j = i + 1
         while j < len(pieces) and pieces[j] != Special(FILE_SEP):
             j += 1
-        body = list(pieces[i + 1:j])
+        text = undo_fim(list(pieces[i + 1:j]))
         path = None
         if repo is not None:
-            head = body.pop(0) if body and isinstance(body[0], str) else ""
-            path, _, rest = head.partition("\n")
-            body.insert(0, rest)
-        files.append((path, undo_fim(body)))
+            path, _, text = text.partition("\n")
+        files.append((path, text))
         i = j
     return repo, files

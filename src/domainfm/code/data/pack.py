@@ -1,12 +1,14 @@
-"""`domainfm code pack`: curated corpus -> repository-context FIM samples -> fixed-length token shards.
+"""`domainfm code pack`: curated corpus -> repository samples -> fixed-length token rows with FIM per row.
 
 Flow: scan the corpus metadata (repo_name, size), hold out whole repositories for validation, cut
 each split into work units of about `shard_mb` of source, and run the units on `LocalExecutor`
 (completion markers, so a rerun after kill -9 skips finished shards and ends byte-identical). Each
-unit reads its rows, builds one sample per repository (`fim.repo_sample`), tokenises all text pieces
-with `encode_batch`, concatenates the samples into one token stream, and cuts it into rows of exactly
-`seq_len` tokens; only the last row of a shard is padded (with `<fim_pad>`, id recorded as
-`pad_id`). Samples run on across row boundaries (no truncation), as in Megatron / nanotron.
+unit reads its rows, builds one plain sample per repository (`fim.repo_sample`, no FIM), tokenises
+all text pieces with `encode_batch`, concatenates the samples into one token stream and cuts it into
+rows of `seq_len` tokens (samples run on across row boundaries, as in Megatron / nanotron). FIM is
+then applied to every row as Megatron-LM applied it to StarCoder2's training sequences
+(`fim_rows.fim_rows`: fragments split at `<|endoftext|>` / `<file_sep>`, each row cut back or padded
+to `seq_len` with `<fim_pad>`, whose id is recorded as `pad_id` and masked from the loss).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import numpy as np
 
 from domainfm.code.data.corpus import corpus_shards
 from domainfm.code.data.fim import SampleStats, Special, repo_sample
+from domainfm.code.data.fim_rows import FimRowStats, FimTokenIds, fim_rows
 from domainfm.code.data.plan import NO_REPO, make_units, scan_repos, split_repos
 from domainfm.code.data.shards import token_dtype, write_index, write_shard
 from domainfm.code.tokenizer.special import (
@@ -33,6 +36,7 @@ from domainfm.code.tokenizer.special import (
     FIM_PREFIX,
     FIM_SUFFIX,
     REPO_NAME,
+    STARCODER2_SPECIAL_TOKENS,
 )
 from domainfm.core.errors import UserError, require
 from domainfm.core.executor import LocalExecutor
@@ -40,7 +44,7 @@ from domainfm.core.io import atomic_write_json, sha256_file
 from domainfm.core.progress import get_logger, progress
 
 log = get_logger("pack")
-FORMAT = "domainfm-packed-v1"
+FORMAT = "domainfm-packed-v2"  # v2: FIM per row (Megatron / StarCoder2), not per file
 ENCODE_BATCH_CHARS = 8 << 20  # tokenise about 8M characters per encode_batch call
 
 
@@ -81,7 +85,7 @@ class PackTask:
         rows = _read_rows([Path(f) for f in plan["corpus_files"]], unit["repos"])
         stats = SampleStats()
         empty = 0
-        chunks: list[np.ndarray] = []
+        chunks: list[tuple[np.ndarray, np.ndarray]] = []
         batch: list[list[Any]] = []
         n_chars = 0
         bar = progress(total=len(unit["repos"]), desc=f"pack {unit['file']}", unit="repo", leave=False) \
@@ -97,8 +101,8 @@ class PackTask:
             if not files:
                 continue
             name = "" if repo == NO_REPO else repo
-            pieces = repo_sample(name, files, s["seed"], s["fim_rate"], s["fim_spm_rate"], s["repo_meta_rate"],
-                                 stats)
+            # plain sample: FIM is applied per row below, after the stream is cut
+            pieces = repo_sample(name, files, s["seed"], 0.0, 0.0, s["repo_meta_rate"], stats)
             batch.append(pieces)
             n_chars += sum(len(p) for p in pieces if isinstance(p, str))
             if n_chars >= ENCODE_BATCH_CHARS:
@@ -110,16 +114,26 @@ class PackTask:
             chunks.append(_tokenise(tok, batch, ids))
         if self.show_progress:
             bar.close()
-        stream = np.concatenate(chunks) if chunks else np.zeros(0, dtype=np.uint32)
+        stream = np.concatenate([c[0] for c in chunks]) if chunks else np.zeros(0, dtype=np.uint32)
+        path_sep = np.concatenate([c[1] for c in chunks]) if chunks else np.zeros(0, dtype=bool)
         seq_len = s["seq_len"]
         n_seqs = -(-len(stream) // seq_len)
-        n_pad = n_seqs * seq_len - len(stream)
-        seqs = np.concatenate([stream, np.full(n_pad, ids[FIM_PAD], dtype=np.uint32)])
-        write_shard(out / unit["file"], seqs.astype(np.dtype(s["dtype"])).reshape(n_seqs, seq_len))
-        return {"split": unit["split"], "file": unit["file"], "n_seqs": int(n_seqs), "n_tokens": int(len(stream)),
-                "n_pad_tokens": int(n_pad), "n_repos": len(unit["repos"]), "n_files": stats.files,
-                "n_null_content": empty, "fim_psm": stats.psm, "fim_spm": stats.spm,
-                "samples_with_meta": stats.with_meta, "seconds": round(time.perf_counter() - t0, 3)}
+        cuts = [slice(k * seq_len, min((k + 1) * seq_len, len(stream))) for k in range(n_seqs)]
+        fim_ids = FimTokenIds(prefix=ids[FIM_PREFIX], middle=ids[FIM_MIDDLE], suffix=ids[FIM_SUFFIX],
+                              pad=ids[FIM_PAD], eos=ids[EOS], file_sep=ids[FILE_SEP],
+                              blocked=frozenset(tok.token_to_id(t) for t in STARCODER2_SPECIAL_TOKENS))
+        # (n_seqs, seq_len): each row FIM-transformed, cut back or padded to seq_len
+        seqs, fs = fim_rows(tok, [stream[c].astype(np.int64) for c in cuts], [path_sep[c] for c in cuts], fim_ids,
+                            seq_len, s["seed"], unit["file"], s["fim_rate"], s["fim_fragment_rate"],
+                            s["fim_spm_rate"]) if n_seqs else (np.zeros((0, seq_len), dtype=np.int64), FimRowStats())
+        write_shard(out / unit["file"], seqs.astype(np.dtype(s["dtype"])))
+        n_pad = int(fs.pad_tokens)
+        return {"split": unit["split"], "file": unit["file"], "n_seqs": int(n_seqs),
+                "n_tokens": int(n_seqs * seq_len - n_pad), "n_stream_tokens": int(len(stream)),
+                "n_pad_tokens": n_pad, "n_truncated_tokens": int(fs.truncated_tokens), "n_repos": len(unit["repos"]),
+                "n_files": stats.files, "n_null_content": empty, "fim_psm": fs.psm, "fim_spm": fs.spm,
+                "fim_kept_plain": fs.kept_plain, "samples_with_meta": stats.with_meta,
+                "seconds": round(time.perf_counter() - t0, 3)}
 
 
 def _read_rows(files: list[Path], repos: list[list[Any]]) -> dict[tuple[int, int], tuple[str, str | None]]:
@@ -144,31 +158,38 @@ def _read_rows(files: list[Path], repos: list[list[Any]]) -> dict[tuple[int, int
     return out
 
 
-def _tokenise(tok: Any, samples: list[list[Any]], ids: dict[str, int]) -> np.ndarray:
-    """Token ids of a batch of samples, concatenated: text pieces via one `encode_batch` call."""
+def _tokenise(tok: Any, samples: list[list[Any]], ids: dict[str, int]) -> tuple[np.ndarray, np.ndarray]:
+    """Token ids of a batch of samples, concatenated (text pieces via one `encode_batch` call), and a
+    mask of the same length, True on each `<file_sep>` that a `PATH\\n` follows (samples with metadata)."""
     texts = [p for pieces in samples for p in pieces if isinstance(p, str) and p]
     encs = iter(tok.encode_batch(texts, add_special_tokens=False))
     out: list[int] = []
+    path_at: list[int] = []
     for pieces in samples:
+        meta = bool(pieces) and pieces[0] == Special(REPO_NAME)
         for p in pieces:
             if isinstance(p, Special):
+                if meta and p.token == FILE_SEP:
+                    path_at.append(len(out))
                 out.append(ids[p.token])
             elif p:
                 out.extend(next(encs).ids)
-    return np.asarray(out, dtype=np.uint32)
+    mask = np.zeros(len(out), dtype=bool)
+    mask[path_at] = True
+    return np.asarray(out, dtype=np.uint32), mask
 
 
 def pack_corpus(corpus_dir: str | Path, tokenizer_dir: str | Path, out_dir: str | Path, seq_len: int,
                 fim_rate: float = 0.5, seed: int = 0, val_fraction: float = 0.05, workers: int = 1,
                 fim_spm_rate: float = 0.5, repo_meta_rate: float = 0.5, shard_mb: float = 32.0,
-                overwrite: bool = False) -> dict[str, Any]:
+                overwrite: bool = False, fim_fragment_rate: float = 0.5) -> dict[str, Any]:
     """Pack a curated corpus into `out_dir` (see module doc); returns the index (also `out_dir/index.json`).
 
     Rerunning with the same arguments resumes an interrupted run (or returns at once when finished)."""
     if seq_len < 2:
         raise UserError(f"--seq-len must be >= 2 (got {seq_len})")
     for name, v in (("fim-rate", fim_rate), ("val-fraction", val_fraction), ("fim-spm-rate", fim_spm_rate),
-                    ("repo-meta-rate", repo_meta_rate)):
+                    ("repo-meta-rate", repo_meta_rate), ("fim-fragment-rate", fim_fragment_rate)):
         if not 0.0 <= v <= 1.0:
             raise UserError(f"--{name} must be in [0, 1] (got {v})")
     if val_fraction >= 1.0:
@@ -182,7 +203,8 @@ def pack_corpus(corpus_dir: str | Path, tokenizer_dir: str | Path, out_dir: str 
         "seq_len": seq_len, "dtype": token_dtype(vocab_size).name, "vocab_size": vocab_size, "seed": seed,
         "tokenizer": str(Path(tokenizer_dir).resolve()),
         "tokenizer_sha256": sha256_file(Path(tokenizer_dir) / "tokenizer.json"),
-        "fim_rate": fim_rate, "fim_spm_rate": fim_spm_rate, "repo_meta_rate": repo_meta_rate,
+        "fim_rate": fim_rate, "fim_spm_rate": fim_spm_rate, "fim_fragment_rate": fim_fragment_rate,
+        "repo_meta_rate": repo_meta_rate, "format": FORMAT,
         "val_fraction": val_fraction, "shard_mb": shard_mb,
         "corpus": [[str(f.resolve()), f.stat().st_size] for f in files],
     }
@@ -233,14 +255,15 @@ def _build_index(plan: dict[str, Any], summaries: list[dict[str, Any]]) -> dict[
     splits: dict[str, Any] = {}
     for name in ("train", "val"):
         sums = [x for x in summaries if x["split"] == name]
-        keys = ("n_seqs", "n_tokens", "n_pad_tokens", "n_files", "n_null_content", "fim_psm", "fim_spm",
-                "samples_with_meta")
+        keys = ("n_seqs", "n_tokens", "n_stream_tokens", "n_pad_tokens", "n_truncated_tokens", "n_files",
+                "n_null_content", "fim_psm", "fim_spm", "fim_kept_plain", "samples_with_meta")
         splits[name] = {"shards": [{"file": x["file"], "n_seqs": x["n_seqs"]} for x in sums],
                         **{k: sum(x[k] for x in sums) for k in keys},
                         "n_repos": len(plan["repos"][name]), "repos": plan["repos"][name]}
     return {"format": FORMAT, "seq_len": s["seq_len"], "dtype": s["dtype"], "vocab_size": s["vocab_size"],
             "seed": s["seed"], "tokenizer": s["tokenizer"], "tokenizer_sha256": s["tokenizer_sha256"],
-            "fim_rate": s["fim_rate"], "fim_spm_rate": s["fim_spm_rate"], "fim_layout": "starcoder2",
+            "fim_rate": s["fim_rate"], "fim_spm_rate": s["fim_spm_rate"],
+            "fim_fragment_rate": s["fim_fragment_rate"], "fim_layout": "starcoder2-megatron-per-row",
             "repo_meta_rate": s["repo_meta_rate"], "val_fraction": s["val_fraction"],
             "pad_id": tok.token_to_id(FIM_PAD), "eos_id": tok.token_to_id(EOS),
             "corpus_rows": plan["counts"]["rows"], "rows_without_repo_name": plan["counts"]["no_repo_name"],
