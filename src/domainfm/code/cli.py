@@ -15,6 +15,8 @@ STAGES = [
     "domainfm.code.train.cli",
     "domainfm.code.generate.cli",
     "domainfm.code.evaluate.cli",
+    "domainfm.code.serve.cli",
+    "domainfm.code.attribution.cli",
 ]
 
 
