@@ -38,6 +38,44 @@ def test_starcoder2_architecture_is_as_published() -> None:
     assert isinstance(build_model("starcoder-15b", device="meta"), GPTBigCodeForCausalLM)
 
 
+# The published config.json of each StarCoder2 size (huggingface.co/bigcode/starcoder2-{3b,7b,15b},
+# files config.json), the fields that define the model. Where the values were read from:
+# - 15b: a verbatim copy of bigcode/starcoder2-15b/config.json ("_name_or_path": "/aot/checkpoints/15b/
+#   config.json", "initializer_range": 0.01275, "tie_word_embeddings": false, ...);
+# - 3b, 7b: NVIDIA TensorRT-LLM's StarCoder2 modeling unit test, whose configs are "based on HuggingFace
+#   configs" (initializer_range 0.018042 for both, rope_theta 999999.4420358813 / 1000000, hidden 3072 /
+#   4608, FFN 12288 / 18432, heads 24 / 36, KV heads 2 / 4) and, for 3b, a test that quotes huggingface.co/bigcode/
+#   starcoder2-3b/blob/main/config.json (30 layers, 24 heads, 2 KV heads, 16384 positions, window 4096).
+# The 3b/7b configs do not set tie_word_embeddings (Starcoder2Config's default, True, applies).
+# Left out on purpose: dropout (published 0.1 for 3b/7b attention/residual/embedding; we pretrain with
+# 0, see presets.py) and bookkeeping (torch_dtype, transformers_version, architectures).
+_COMMON = {"model_type": "starcoder2", "vocab_size": 49152, "max_position_embeddings": 16384,
+           "sliding_window": 4096, "hidden_act": "gelu_pytorch_tanh", "norm_epsilon": 1e-05, "use_bias": True,
+           "bos_token_id": 0, "eos_token_id": 0, "use_cache": True}
+PUBLISHED_CONFIGS = {
+    "starcoder2-3b": {**_COMMON, "hidden_size": 3072, "initializer_range": 0.018042, "intermediate_size": 12288,
+                      "num_attention_heads": 24, "num_hidden_layers": 30, "num_key_value_heads": 2,
+                      "rope_theta": 999999.4420358813, "tie_word_embeddings": True},
+    "starcoder2-7b": {**_COMMON, "hidden_size": 4608, "initializer_range": 0.018042, "intermediate_size": 18432,
+                      "num_attention_heads": 36, "num_hidden_layers": 32, "num_key_value_heads": 4,
+                      "rope_theta": 1000000, "tie_word_embeddings": True},
+    "starcoder2-15b": {**_COMMON, "hidden_size": 6144, "initializer_range": 0.01275, "intermediate_size": 24576,
+                       "num_attention_heads": 48, "num_hidden_layers": 40, "num_key_value_heads": 4,
+                       "rope_theta": 100000, "tie_word_embeddings": False},
+}
+
+
+@pytest.mark.parametrize("name", sorted(PUBLISHED_CONFIGS))
+def test_starcoder2_presets_carry_every_published_config_field(name: str) -> None:
+    """initializer_range was 0.02 for every size before (published: 0.018042 / 0.018042 / 0.01275)."""
+    c = PRESETS.get(name)()
+    got = c.to_dict()
+    rope = got.get("rope_parameters") or {}  # newer transformers keep rope_theta in rope_parameters
+    got.setdefault("rope_theta", rope.get("rope_theta"))
+    diff = {k: (got.get(k), v) for k, v in PUBLISHED_CONFIGS[name].items() if got.get(k) != v}
+    assert not diff, f"{name}: ours vs published {diff}"
+
+
 def test_small_presets_sizes() -> None:
     tiny = count_params(build_model("tiny", device="meta"), exclude_embeddings=True)
     small = count_params(build_model("small", device="meta"), exclude_embeddings=True)

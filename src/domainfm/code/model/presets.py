@@ -3,7 +3,9 @@
 Every preset is a function returning a transformers config (`Starcoder2Config` / `GPTBigCodeConfig`);
 the model itself is always transformers' own class, so a saved model loads anywhere in the Hugging
 Face ecosystem. Figures follow the published checkpoints (bigcode/starcoder2-{3b,7b,15b},
-bigcode/starcoder): the 3B and 7B tie the input embedding and the LM head, the 15B does not.
+bigcode/starcoder): every field of their config.json (initializer_range, rope_theta, sliding_window,
+max_position_embeddings, sizes; tests/code/model/test_presets.py compares them) except dropout, which
+we set to 0 (below); the 3B and 7B tie the input embedding and the LM head, the 15B does not.
 
 transformers is imported inside the functions so `import domainfm.cli` stays light.
 """
@@ -30,18 +32,20 @@ STARCODER2_VOCAB = 49152
 
 
 def _starcoder2(*, layers: int, hidden: int, heads: int, kv_heads: int, ffn: int, rope_theta: float,
-                tie: bool, context: int = 16384, window: int | None = 4096,
+                tie: bool, context: int = 16384, window: int | None = 4096, init_std: float = 0.02,
                 vocab: int = STARCODER2_VOCAB) -> Any:
     from transformers import Starcoder2Config
 
     # StarCoder2 = GQA + RoPE + sliding-window attention, LayerNorm with biases, GELU (tanh) MLP
     # without gating; dropout 0 (pretraining on deduplicated data does not use it, and it keeps
     # the loss a deterministic function of the weights, which exact resume relies on).
+    # `init_std` (initializer_range) is the published one per size: 0.018042 = 1/sqrt(3072) for the 3B
+    # (the 7B publishes the same value), 0.01275 ~ 1/sqrt(6144) for the 15B; 0.02 for our own sizes.
     return Starcoder2Config(
         vocab_size=vocab, hidden_size=hidden, intermediate_size=ffn, num_hidden_layers=layers,
         num_attention_heads=heads, num_key_value_heads=kv_heads, hidden_act="gelu_pytorch_tanh",
         max_position_embeddings=context, sliding_window=window, rope_theta=rope_theta,
-        norm_epsilon=1e-5, use_bias=True, initializer_range=0.02, tie_word_embeddings=tie,
+        norm_epsilon=1e-5, use_bias=True, initializer_range=init_std, tie_word_embeddings=tie,
         residual_dropout=0.0, embedding_dropout=0.0, attention_dropout=0.0,
         bos_token_id=0, eos_token_id=0, use_cache=True,
     )
@@ -51,19 +55,21 @@ def _starcoder2(*, layers: int, hidden: int, heads: int, kv_heads: int, ffn: int
 def starcoder2_3b() -> Any:
     """StarCoder2-3B: 30 layers, hidden 3072, 24 heads / 2 KV heads, FFN 12288 (3.03B params)."""
     return _starcoder2(layers=30, hidden=3072, heads=24, kv_heads=2, ffn=12288,
-                       rope_theta=999999.4420358813, tie=True)
+                       rope_theta=999999.4420358813, tie=True, init_std=0.018042)
 
 
 @PRESETS.register("starcoder2-7b")
 def starcoder2_7b() -> Any:
     """StarCoder2-7B: 32 layers, hidden 4608, 36 heads / 4 KV heads, FFN 18432 (7.17B params)."""
-    return _starcoder2(layers=32, hidden=4608, heads=36, kv_heads=4, ffn=18432, rope_theta=1e6, tie=True)
+    return _starcoder2(layers=32, hidden=4608, heads=36, kv_heads=4, ffn=18432, rope_theta=1e6, tie=True,
+                       init_std=0.018042)
 
 
 @PRESETS.register("starcoder2-15b")
 def starcoder2_15b() -> Any:
     """StarCoder2-15B: 40 layers, hidden 6144, 48 heads / 4 KV heads, FFN 24576 (15.96B params)."""
-    return _starcoder2(layers=40, hidden=6144, heads=48, kv_heads=4, ffn=24576, rope_theta=1e5, tie=False)
+    return _starcoder2(layers=40, hidden=6144, heads=48, kv_heads=4, ffn=24576, rope_theta=1e5, tie=False,
+                       init_std=0.01275)
 
 
 @PRESETS.register("starcoder-15b")
