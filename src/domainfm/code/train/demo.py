@@ -99,7 +99,12 @@ def run(ctx: DemoContext) -> None:
     middle = gen.infill([prefix], [suffix], gcfg)[0][0]
     print("  completion:\n" + _indent(prompt + "\u2588" + completion))
     print("  infill (middle marked):\n" + _indent(prefix + "\u2588" + middle + "\u2588" + suffix))
-    ctx.state.update(model=str(final), tokenizer=str(tok), packed=str(root / "packed"))
+    from domainfm.core.io import write_jsonl
+
+    gens = root / "generations.jsonl"  # what the attribution stage traces back to the training files
+    write_jsonl(gens, [{"id": "completion", "prompt": prompt, "completions": [completion]},
+                       {"id": "infill", "prefix": prefix, "suffix": suffix, "completions": [middle]}])
+    ctx.state.update(model=str(final), tokenizer=str(tok), packed=str(root / "packed"), generations=str(gens))
 
 
 def _indent(text: str, pad: str = "    | ") -> str:
