@@ -37,22 +37,57 @@ def roc_auc(y_true: Sequence[int] | np.ndarray, scores: Sequence[float] | np.nda
     return float((ranks[y].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
 
 
+def _cluster_index(groups: Sequence | np.ndarray | None, n: int) -> list[np.ndarray]:
+    """Sample indices of each cluster (first-appearance order); no groups = every sample its own cluster."""
+    if groups is None:
+        return [np.array([i]) for i in range(n)]
+    g = np.asarray(groups)
+    if len(g) != n:
+        raise ValueError(f"{len(g)} groups for {n} samples")
+    _, first, inv = np.unique(g, return_index=True, return_inverse=True)
+    order = np.argsort(first)  # clusters in order of first appearance (deterministic, data-order based)
+    rank = np.empty_like(order)
+    rank[order] = np.arange(len(order))
+    members = [[] for _ in order]
+    for i, c in enumerate(rank[inv.ravel()]):
+        members[c].append(i)
+    return [np.asarray(m) for m in members]
+
+
 def bootstrap_ci(y_true: Sequence[int] | np.ndarray, scores: Sequence[float] | np.ndarray,
                  metric: Callable[[np.ndarray, np.ndarray], float] = roc_auc, n_boot: int = 1000,
-                 alpha: float = 0.05, seed: int = 0) -> tuple[float, float, float]:
-    """(point estimate, low, high): percentile bootstrap over samples; resamples lacking a class are redrawn."""
+                 alpha: float = 0.05, seed: int = 0,
+                 groups: Sequence | np.ndarray | None = None) -> tuple[float, float, float]:
+    """(point estimate, low, high): percentile bootstrap; resamples lacking a class are redrawn.
+
+    `groups` (one id per sample, e.g. the patient of each slide) makes it a cluster bootstrap: whole
+    clusters are drawn with replacement and bring all their samples, because slides of one patient
+    are not independent. `scores` may be (R, n): R score vectors of the same samples (e.g. the
+    out-of-fold scores of R repeats of a cross-validation); the statistic is then the mean over the R
+    rows of the metric, and every bootstrap draw uses the same resampled clusters for all R rows,
+    so the repeats are combined per draw rather than averaged into one score first.
+    """
     y = np.asarray(y_true)
     s = np.asarray(scores)
+    rows = s.reshape(1, -1) if s.ndim == 1 else s
+    if rows.shape[1] != len(y):
+        raise ValueError(f"scores {s.shape} do not match {len(y)} labels")
     rng = np.random.default_rng(seed)
-    point = metric(y, s)
+
+    def stat(idx: np.ndarray) -> float:
+        return float(np.mean([metric(y[idx], r[idx]) for r in rows]))
+
+    point = stat(np.arange(len(y)))
+    clusters = _cluster_index(groups, len(y))
+    k = len(clusters)
     stats: list[float] = []
-    n = len(y)
     attempts = 0
     while len(stats) < n_boot and attempts < n_boot * 10:
         attempts += 1
-        idx = rng.integers(0, n, n)
+        pick = rng.integers(0, k, k)
+        idx = pick if groups is None else np.concatenate([clusters[c] for c in pick])
         if len(np.unique(y[idx])) < 2:
             continue
-        stats.append(metric(y[idx], s[idx]))
+        stats.append(stat(idx))
     lo, hi = np.quantile(stats, [alpha / 2, 1 - alpha / 2])
     return float(point), float(lo), float(hi)

@@ -98,7 +98,7 @@ def test_chowder_l2_is_on_the_tile_scorer_only() -> None:
     x, y = torch.randn(3, 9, D), torch.tensor([0.0, 1.0, 1.0])
     out = m(x)
     bce = sum(F.binary_cross_entropy_with_logits(z, y) for z in out.aux["member_logits"])
-    penalty = 0.5 * sum(float((net.score.weight ** 2).sum()) for net in m.nets)  # weights, not biases
+    penalty = 0.5 * sum(float((net.score.weight.detach() ** 2).sum()) for net in m.nets)  # weights, not biases
     torch.testing.assert_close(m.loss(out, y), bce + penalty)
     # the penalty's gradient reaches the scorer and nothing else
     m.zero_grad()

@@ -76,3 +76,19 @@ def test_accuracy_and_balanced_accuracy() -> None:
     assert balanced_accuracy(y, p) == pytest.approx(balanced_accuracy_score(y, p >= 0.5))
     one_class = binary_metrics(np.zeros(4, int), np.array([0.1, 0.2, 0.6, 0.3]))
     assert one_class["auc"] is None and one_class["accuracy"] == 0.75
+
+
+def test_binary_metrics_patient_bootstrap_and_repeats() -> None:
+    from domainfm.core.metrics import bootstrap_ci
+
+    rng = np.random.default_rng(3)
+    patients = np.repeat([f"p{i}" for i in range(20)], 3)
+    y = np.repeat(np.arange(20) % 2, 3)
+    p = np.clip(0.3 * y + rng.uniform(size=60) * 0.7, 0, 1)
+    m = binary_metrics(y, p, n_boot=200, seed=1, groups=patients)
+    assert m["ci"] == "patient bootstrap" and m["n_patients"] == 20
+    assert m["auc_ci"] == pytest.approx(list(bootstrap_ci(y, p, n_boot=200, seed=1, groups=patients)[1:]))
+    two = np.stack([p, np.clip(p + rng.normal(scale=0.2, size=60), 0, 1)])
+    r = binary_metrics(y, two, n_boot=100, seed=1, groups=patients)
+    assert r["auc"] == pytest.approx(np.mean([roc_auc_score(y, row) for row in two]))
+    assert r["accuracy"] == pytest.approx(np.mean([accuracy(y, row) for row in two]))

@@ -194,16 +194,49 @@ def markdown_table(results: dict[str, Any]) -> str:
     return "\n".join(rows) + "\n"
 
 
+def cache_key(spec: str, enc: Any, split_dir: str, max_per_class: int, seed: int) -> dict[str, Any]:
+    """Every parameter that decides the cached features: which encoder (spec, resolved path, name, input
+    size, its whole config), which images (resolved folder) and which subset (max per class, seed)."""
+    import json
+
+    p = Path(spec)
+    return json.loads(json.dumps({
+        "encoder_spec": str(p.resolve()) if p.exists() else spec, "encoder": enc.name,
+        "image_size": int(enc.image_size), "encoder_config": enc.config,
+        "images": str(Path(split_dir).resolve()), "max_per_class": int(max_per_class or 0), "seed": int(seed),
+    }, sort_keys=True, default=str))
+
+
+def check_cache_key(target: Path, key_file: Path, key: dict[str, Any]) -> None:
+    """Refuse cached features made with other parameters (or with unknown ones)."""
+    import json
+
+    if not key_file.is_file():
+        raise UserError(f"{target}: cached features without {key_file.name} (unknown parameters); "
+                        "delete it or use another output folder")
+    old = json.loads(key_file.read_text())
+    diff = sorted(k for k in set(old) | set(key) if old.get(k) != key.get(k))
+    if diff:
+        raise UserError(f"{target}: cached features were made with other parameters ({', '.join(diff)} differ); "
+                        "delete it or use another output folder")
+
+
 def _encoder_features(spec: str, split_dir: str, cache: Path, size: int | None, cfg: ProbeConfig,
                       max_per_class: int) -> tuple[Path, str]:
     """Extract (or reuse) the features of one split for one encoder; returns (h5 path, encoder name)."""
+    from domainfm.core.io import atomic_write_json
     from domainfm.pathology.features.encoders import load_encoder
     from domainfm.pathology.features.extract import extract_image_folder
 
     enc = load_encoder(spec, device=cfg.device, image_size=size)
     target = cache / _slug(f"{enc.name}-{enc.image_size}px") / f"{_slug(Path(split_dir).name)}.h5"
+    key = cache_key(spec, enc, split_dir, max_per_class, cfg.seed)
+    key_file = target.with_suffix(".key.json")
     if target.is_file():  # written atomically, so present means complete
+        check_cache_key(target, key_file, key)
         return target, enc.name
+    target.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(key_file, key)  # before the features: a killed run leaves a key and no features
     extract_image_folder(enc, split_dir, target, batch_size=cfg.batch_size, device=cfg.device,
                          num_workers=cfg.workers, max_per_class=max_per_class or None, seed=cfg.seed)
     return target, enc.name

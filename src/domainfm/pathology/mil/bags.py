@@ -21,6 +21,7 @@ exist so that every per-slide tool (heatmaps, GeoJSON) works on virtual slides t
 from __future__ import annotations
 
 import csv
+import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -155,6 +156,7 @@ def build_bags(features_h5: str | Path, out_dir: str | Path, cfg: BagsConfig) ->
     plans = plan_bags(labels, pos, cfg, cand)
     tile_size = cfg.tile_size or int(src["attrs"].get("image_size", 0) or 0) or 96
     out = Path(out_dir)
+    check_bags_folder(out, features_h5, cfg)
     out.mkdir(parents=True, exist_ok=True)
     coords = grid_coords(cfg.bag_size, tile_size)
     rows = []
@@ -173,7 +175,8 @@ def build_bags(features_h5: str | Path, out_dir: str | Path, cfg: BagsConfig) ->
                             "n_positive_tiles": plan["n_positive"], "virtual": True,
                             "tile_size": tile_size, "level0_tile_size": tile_size,
                             "source_features": str(Path(features_h5).resolve())})
-            for key in ("encoder", "encoder_config", "encoder_path", "image_size", "target_mpp"):
+            for key in ("encoder", "encoder_spec", "encoder_path", "encoder_arch", "encoder_image_size",
+                        "encoder_embed_dim", "encoder_source", "encoder_config", "image_size", "target_mpp"):
                 if key in src["attrs"]:
                     f.attrs[key] = src["attrs"][key]
             if cfg.patch_mpp:  # the user's value wins
@@ -197,6 +200,22 @@ def build_bags(features_h5: str | Path, out_dir: str | Path, cfg: BagsConfig) ->
     }
     atomic_write_json(out / "bags.json", manifest)
     return manifest
+
+
+def check_bags_folder(out: Path, features_h5: str | Path, cfg: BagsConfig) -> None:
+    """Refuse to write bags into a folder holding bags built from another file or with other parameters
+    (their .h5 files would mix; rebuilding with the same ones is deterministic and harmless)."""
+    man = out / "bags.json"
+    if not man.is_file():
+        return
+    old = json.loads(man.read_text())
+    want = {"source": str(Path(features_h5).resolve()), "config": json.loads(json.dumps(_cfg_dict(cfg)))}
+    diff = [k for k in want["config"] if old.get("config", {}).get(k) != want["config"][k]]
+    if old.get("source") != want["source"]:
+        diff.insert(0, "source")
+    if diff:
+        raise UserError(f"{out} holds bags made with other parameters ({', '.join(diff)} differ); "
+                        "use another output folder or delete it")
 
 
 def _cfg_dict(cfg: BagsConfig) -> dict[str, Any]:

@@ -53,7 +53,7 @@ def _externals(labels_csv: Path, features: Path, ext_features: Path | None, ext_
     """The CV cohort and the external cohorts (from the `cohort` column and/or a second CSV)."""
     from domainfm.pathology.mil.data import load_cohort, read_labels
 
-    rows = read_labels(labels_csv)
+    rows = all_rows = read_labels(labels_csv)
     names = list(dict.fromkeys(r.cohort for r in rows))
     externals = {}
     if len(names) > 1:
@@ -72,6 +72,13 @@ def _externals(labels_csv: Path, features: Path, ext_features: Path | None, ext_
         ext_rows = read_labels(ext_labels)
         name = ext_rows[0].cohort or "external"
         externals[name if name not in externals else f"{name}_2"] = load_cohort(ext_features, ext_rows)
+    # every feature file (CV and external) must come from one encoder: the files record theirs
+    from domainfm.pathology.mil.store import check_same_encoder, feature_file_records
+
+    records = feature_file_records(features, [r.slide_id for r in all_rows])
+    if ext_features is not None:
+        records.update(feature_file_records(ext_features, [r.slide_id for r in ext_rows]))
+    check_same_encoder(records)
     return cohort, externals
 
 

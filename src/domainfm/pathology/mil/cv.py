@@ -78,16 +78,67 @@ def select_hparams(cohort: Cohort, cfg: CVConfig, seed: int) -> tuple[tuple[floa
     return grid[best], scores
 
 
-def fingerprint(cohort: Cohort, externals: dict[str, Cohort], cfg: CVConfig) -> str:
-    """Hash of everything that determines the CV results (config except device, data ids and labels)."""
+# bump when a change of the code changes what a cached fold holds (2: published Chowder/DSMIL, model hparams)
+CACHE_VERSION = 2
+
+
+def cache_key(cohort: Cohort, externals: dict[str, Cohort], cfg: CVConfig) -> dict[str, Any]:
+    """Everything that determines the CV results: the config (except the device), the model's full
+    hyper-parameters (its defaults included), the code's cache version, and every slide's id, patient,
+    label and feature bytes (a hash)."""
+    from domainfm.pathology.mil.models import build_mil_model
+    from domainfm.pathology.mil.train import model_kwargs
+
     c = dataclasses.asdict(cfg)
     c.pop("device", None)
-    h = hashlib.sha256(json.dumps(c, sort_keys=True).encode())
+    hp = build_mil_model(cfg.model, cohort.in_dim, **model_kwargs(cfg)).hparams()
+    data = hashlib.sha256()
     for name, co in [("cv", cohort), *sorted(externals.items())]:
-        h.update(name.encode())
+        data.update(name.encode())
         for s, x in zip(co.slides, co.features, strict=True):
-            h.update(f"{s.slide_id}|{s.patient_id}|{s.label}|{x.shape}|{float(x[:4].sum()):.6g}".encode())
-    return h.hexdigest()[:16]
+            data.update(f"{s.slide_id}|{s.patient_id}|{s.label}|{x.shape}|".encode())
+            data.update(np.ascontiguousarray(x, dtype=np.float32).tobytes())
+    return {"version": CACHE_VERSION, "config": c, "model_hparams": hp, "data": data.hexdigest()}
+
+
+def fingerprint(cohort: Cohort, externals: dict[str, Cohort], cfg: CVConfig) -> str:
+    key = cache_key(cohort, externals, cfg)
+    return hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def open_cache(out_dir: str | Path, key: dict[str, Any]) -> Path:
+    """OUT/cv/<fingerprint>/ holding `key.json`; a folder whose key differs is refused, never reused."""
+    fp = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    cache = Path(out_dir) / "cv" / fp
+    key_file = cache / "key.json"
+    canon = json.loads(json.dumps(key, sort_keys=True, default=str))
+    if key_file.is_file():
+        old = json.loads(key_file.read_text())
+        if old != canon:
+            diff = sorted(k for k in set(old) | set(canon) if old.get(k) != canon.get(k))
+            raise UserError(f"{cache}: cached folds were made with other parameters ({', '.join(diff)} differ); "
+                            "delete that folder or use another output folder")
+    elif cache.is_dir() and any(cache.glob("r*_f*.json")):
+        raise UserError(f"{cache}: cached folds without a key.json (made by an older version, unknown "
+                        "parameters); delete that folder or use another output folder")
+    else:
+        cache.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(key_file, canon)
+    return cache
+
+
+def check_cohorts(cohort: Cohort, externals: dict[str, Cohort]) -> None:
+    """Refuse external cohorts that share a patient with the CV cohort (or with each other)."""
+    seen = {"the CV cohort": set(cohort.patients.tolist())}
+    for name, co in externals.items():
+        pats = set(co.patients.tolist())
+        for other, op in seen.items():
+            shared = sorted(pats & op)
+            if shared:
+                more = f" and {len(shared) - 3} more" if len(shared) > 3 else ""
+                raise UserError(f"external cohort {name!r} shares {len(shared)} patient(s) with {other} "
+                                f"({', '.join(map(str, shared[:3]))}{more}): an external cohort must hold other patients")
+        seen[f"external cohort {name!r}"] = pats
 
 
 def run_outer_fold(cohort: Cohort, externals: dict[str, Cohort], cfg: CVConfig, r: int, f: int,
@@ -107,8 +158,9 @@ def nested_cv(cohort: Cohort, cfg: CVConfig, externals: dict[str, Cohort] | None
               out_dir: str | Path | None = None) -> dict[str, Any]:
     """Run the nested CV (+ externals); return per-fold records and out-of-fold scores (cached in out_dir)."""
     externals = externals or {}
+    check_cohorts(cohort, externals)
     y = cohort.labels
-    cache = Path(out_dir) / "cv" / fingerprint(cohort, externals, cfg) if out_dir else None
+    cache = open_cache(out_dir, cache_key(cohort, externals, cfg)) if out_dir else None
     records = []
     jobs = [(r, f, tr, te) for r in range(cfg.repeats)
             for f, (tr, te) in enumerate(patient_folds(y, cohort.patients, cfg.folds, cfg.seed + r))]
@@ -127,30 +179,33 @@ def nested_cv(cohort: Cohort, cfg: CVConfig, externals: dict[str, Cohort] | None
 def summarise(cohort: Cohort, cfg: CVConfig, records: list[dict[str, Any]], externals: dict[str, Cohort],
               final_ext: dict[str, np.ndarray]) -> dict[str, Any]:
     """Per-fold and pooled metrics; external metrics of the fold ensemble and of the final model."""
-    y = cohort.labels
+    y, patients = cohort.labels, cohort.patients
     oof = np.full((cfg.repeats, len(y)), np.nan)
     folds = []
     for rec in records:
         te = np.asarray(rec["test_idx"], dtype=int)
         oof[rec["repeat"], te] = rec["test_scores"]
-        m = binary_metrics(y[te], np.asarray(rec["test_scores"]), cfg.n_boot, cfg.seed)
+        m = binary_metrics(y[te], np.asarray(rec["test_scores"]), cfg.n_boot, cfg.seed, groups=patients[te])
         folds.append({k: rec[k] for k in ("repeat", "fold", "lr", "weight_decay", "inner")} | {"test": m})
-    score = oof.mean(0)  # each slide's out-of-fold score, averaged over repeats
     fold_aucs = [f["test"]["auc"] for f in folds if f["test"]["auc"] is not None]
     res: dict[str, Any] = {
         "folds": folds,
-        "cv_pooled": binary_metrics(y, score, cfg.n_boot, cfg.seed),
-        "cv_pooled_per_repeat": [binary_metrics(y, oof[r], cfg.n_boot, cfg.seed) for r in range(cfg.repeats)],
+        # per repeat, then combined (mean AUC over repeats; CI from patient-level draws shared by the repeats)
+        "cv_pooled": binary_metrics(y, oof, cfg.n_boot, cfg.seed, groups=patients),
+        "cv_pooled_per_repeat": [binary_metrics(y, oof[r], cfg.n_boot, cfg.seed, groups=patients)
+                                 for r in range(cfg.repeats)],
         "cv_fold_auc": {"mean": float(np.mean(fold_aucs)) if fold_aucs else float("nan"),
                         "sd": float(np.std(fold_aucs, ddof=1)) if len(fold_aucs) > 1 else 0.0,
                         "n": len(fold_aucs)},
-        "oof_scores": score.tolist(), "external": {},
+        # each slide's out-of-fold score averaged over repeats: for the CSV and the ROC plot only
+        "oof_scores": oof.mean(0).tolist(), "external": {},
     }
     for name, co in externals.items():
         ens = np.mean([rec["external_scores"][name] for rec in records], axis=0)
         res["external"][name] = {
-            "n_slides": len(co), "ensemble": binary_metrics(co.labels, ens, cfg.n_boot, cfg.seed),
-            "final_model": binary_metrics(co.labels, final_ext[name], cfg.n_boot, cfg.seed),
+            "n_slides": len(co),
+            "ensemble": binary_metrics(co.labels, ens, cfg.n_boot, cfg.seed, groups=co.patients),
+            "final_model": binary_metrics(co.labels, final_ext[name], cfg.n_boot, cfg.seed, groups=co.patients),
             "ensemble_scores": ens.tolist(), "final_scores": np.asarray(final_ext[name]).tolist(),
             "per_fold_auc": [_pooled_auc(co.labels, np.asarray(rec["external_scores"][name]))
                              for rec in records],
@@ -169,6 +224,11 @@ def train_and_evaluate(cohort: Cohort, cfg: CVConfig, out_dir: str | Path,
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     externals = externals or {}
+    from domainfm.pathology.mil.store import check_same_encoder
+
+    check_cohorts(cohort, externals)
+    check_same_encoder({"the CV cohort": cohort.attrs, **{f"external cohort {n!r}": co.attrs
+                                                         for n, co in externals.items()}})
     cv = nested_cv(cohort, cfg, externals, out)
     # final model: the same selection on all the data, then trained on all of it
     (lr, wd), inner = select_hparams(cohort, cfg, cfg.seed + 999_983)

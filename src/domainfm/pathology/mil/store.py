@@ -14,8 +14,12 @@ from domainfm.core.io import atomic_path, atomic_write_json
 WEIGHTS = "model.safetensors"
 META = "model.json"
 # feature-file attributes worth keeping: which encoder, and how the tiles were cut
-PROVENANCE_KEYS = ("encoder", "encoder_path", "encoder_config", "image_size", "tile_size", "target_mpp",
+PROVENANCE_KEYS = ("encoder", "encoder_spec", "encoder_path", "encoder_arch", "encoder_image_size",
+                   "encoder_embed_dim", "encoder_source", "encoder_config", "image_size", "tile_size", "target_mpp",
                    "level0_tile_size", "tissue_threshold", "virtual")
+# the attributes that identify the encoder of a feature file (features/extract.py `encoder_attrs`)
+ENCODER_KEYS = ("encoder", "encoder_spec", "encoder_path", "encoder_arch", "encoder_image_size",
+                "encoder_embed_dim", "encoder_source")
 
 
 def save_mil_model(model: Any, out_dir: str | Path, name: str, meta: dict[str, Any]) -> Path:
@@ -38,6 +42,57 @@ def provenance(attrs: dict[str, Any]) -> dict[str, Any]:
         if k in attrs:
             v = attrs[k]
             out[k] = v.item() if hasattr(v, "item") else (v.decode() if isinstance(v, bytes) else v)
+    return out
+
+
+def _plain(v: Any) -> str:
+    v = v.item() if hasattr(v, "item") else v
+    return v.decode() if isinstance(v, bytes) else str(v)
+
+
+def encoder_record(attrs: dict[str, Any]) -> dict[str, str]:
+    """The encoder-identifying attributes present in a feature file's (or a model's provenance) attrs."""
+    return {k: _plain(attrs[k]) for k in ENCODER_KEYS if k in attrs and _plain(attrs[k]) != ""}
+
+
+def encoder_differences(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
+    """'key: A vs B' for each encoder attribute both records hold with different values."""
+    ra, rb = encoder_record(a), encoder_record(b)
+    return [f"{k}: {ra[k]!r} vs {rb[k]!r}" for k in ENCODER_KEYS if k in ra and k in rb and ra[k] != rb[k]]
+
+
+def check_same_encoder(records: dict[str, dict[str, Any]], what: str = "feature files") -> None:
+    """Refuse features made by different encoders (`records`: where -> attrs; those without any encoder
+    attribute, e.g. a CLAM `.pt`, cannot be compared and are let through)."""
+    ref_name, ref = None, None
+    for name, attrs in records.items():
+        if not encoder_record(attrs):
+            continue
+        if ref is None:
+            ref_name, ref = name, attrs
+            continue
+        diff = encoder_differences(ref, attrs)
+        if diff:
+            raise UserError(f"{what} made by different encoders: {ref_name} and {name} differ in "
+                            f"{'; '.join(diff[:2])}; use features of one encoder")
+
+
+def feature_file_records(features_dir: str | Path, slide_ids: list[str]) -> dict[str, dict[str, Any]]:
+    """slide_id -> the encoder attributes of its HDF5 feature file (attributes only: nothing is loaded)."""
+    import h5py
+
+    from domainfm.pathology.mil.data import feature_path
+
+    out: dict[str, dict[str, Any]] = {}
+    for sid in slide_ids:
+        path = feature_path(Path(features_dir), sid)
+        if path is None or path.suffix != ".h5":
+            continue
+        try:
+            with h5py.File(path, "r") as f:
+                out[str(path)] = {k: f.attrs[k] for k in ENCODER_KEYS if k in f.attrs}
+        except OSError:
+            continue  # unreadable files are accounted for by load_cohort
     return out
 
 
