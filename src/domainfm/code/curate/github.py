@@ -188,7 +188,7 @@ def _split_hunks(patch: str) -> list[str]:
         if line.startswith("@@") or not hunks:
             hunks.append([])
         hunks[-1].append(line)
-    return ["\n".join(h) for h in hunks if any(x.strip() for x in h)]
+    return ["\n".join(h).rstrip("\n") for h in hunks if any(x.strip() for x in h)]
 
 
 def _pr_description(body: str) -> str:

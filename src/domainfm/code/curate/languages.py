@@ -115,18 +115,25 @@ HEURISTICS: dict[str, list[Rule]] = {
             ("OpenCL", [r"\/\* |\/\/ |^\}"], [])],
     ".ml": [("OCaml", [r"(^\s*module)|let rec |match\s+(\S+\s)+with"], []),
             ("Standard ML", [r"=> |case\s+(\S+\s)+of"], [])],
+    ".v": [("Rocq Prover", [r"(?:^|\s)(?:Proof|Qed)\.(?:$|\s)|(?:^|\s)Require[ \t]+(Import|Export)\s"], []),
+           ("Verilog", [r"^[ \t]*module\s+[^\s()]+\s+\#?\(|^[ \t]*`(?:define|ifdef|ifndef|include|timescale)"
+                        r"|^[ \t]*always[ \t]+@|^[ \t]*initial[ \t]+(begin|@)"], []),
+           ("V", [r"\$(?:if|else)[ \t]|^[ \t]*fn\s+[^\s()]+\(.*?\).*?\{|^[ \t]*for\s*\{"], [])],
 }
 # when no rule matches, linguist falls back to its classifier; we fall back to the most common language
 _HEURISTIC_DEFAULT = {".h": "C", ".m": "Objective-C", ".pl": "Perl", ".pm": "Perl", ".ts": "TypeScript",
                       ".r": "R", ".php": "PHP", ".hh": "C++", ".sc": "Scala", ".f": "Fortran", ".for": "Fortran",
-                      ".cl": "OpenCL", ".ml": "OCaml"}
+                      ".cl": "OpenCL", ".ml": "OCaml", ".v": "Verilog"}
 HEURISTIC_CHARS = 65536  # content looked at by the heuristics (linguist reads the whole blob; 64 KiB is plenty)
 
 # Pygments lexer names -> linguist language names where they differ; None = not source code (skip)
 _PYGMENTS_NAMES: dict[str, str | None] = {
     "Bash": "Shell", "Text only": "Text", "Matlab": "MATLAB", "S": "R", "verilog": "Verilog",
-    "Properties": "Java Properties", "Perl6": "Raku", "Rocq Prover": "Coq", "Gettext Catalog": "Gettext Catalog",
-    "Groff": "Roff", "Scilab": "Scilab", "VB.net": "Visual Basic .NET", "Objective-J": "Objective-J",
+    "systemverilog": "SystemVerilog", "vhdl": "VHDL", "Properties": "Java Properties", "Perl6": "Raku",
+    "Groff": "Roff", "VB.net": "Visual Basic .NET", "NASM": "Assembly", "ca65 assembler": "Assembly",
+    "GAS": "Unix Assembly", "Delphi": "Pascal", "Nimrod": "Nim", "VimL": "Vim Script", "ReasonML": "Reason",
+    "Org Mode": "Org", "Graphviz": "Graphviz (DOT)", "HTML+Handlebars": "Handlebars", "Bazel": "Starlark",
+    "WebGPU Shading Language": "WGSL", "Docker": "Dockerfile", "Makefile": "Makefile", "CMake": "CMake",
     "BBCode": None, "ASCII armored": None, "Raw token data": None, "Debian Sourcelist": None,
     "Hexdump": None, "Text output": None,
 }
