@@ -44,10 +44,14 @@ def runs(lc: np.ndarray, read_size: int, max_region: int = 4096) -> list[tuple[i
     return out
 
 
-def _fit(tile: np.ndarray, tile_size: int) -> np.ndarray:
+def fit_tile(tile: np.ndarray, tile_size: int) -> np.ndarray:
+    """(h, w, 3) -> (tile_size, tile_size, 3), resized with `RESAMPLE` when needed."""
     if tile.shape[0] == tile_size and tile.shape[1] == tile_size:
         return tile
     return np.asarray(Image.fromarray(tile).resize((tile_size, tile_size), RESAMPLE))
+
+
+_fit = fit_tile
 
 
 def iter_tile_arrays(slide: Slide, level: int, lc: np.ndarray, read_size: int, tile_size: int,

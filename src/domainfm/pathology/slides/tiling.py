@@ -284,10 +284,18 @@ def read_tiles(coords_h5: str | os.PathLike[str], slide_path: str | os.PathLike[
             raise UserError(f"{path} is not the slide tiled in {p.name}: dimensions {s.dimensions} "
                             f"!= {tuple(int(v) for v in dims)}")
         level, read_size, tile_size, _ = info.read_geometry(s.level_downsamples)
-        lc = regions.level_coords(coords, s.level_downsamples[level])
+        if info.flavour in ("clam", "trident"):
+            # their coordinates are arbitrary level-0 points, read one by one as their loaders do
+            # (a run would shift later tiles by the sub-pixel remainder of coordinate / downsample)
+            tiles: Iterator[tuple[int, np.ndarray]] = (
+                (i, regions.fit_tile(s.read_region_array((int(c[0]), int(c[1])), level, (read_size, read_size)),
+                                     tile_size)) for i, c in enumerate(coords))
+        else:
+            lc = regions.level_coords(coords, s.level_downsamples[level])
+            tiles = regions.iter_tile_arrays(s, level, lc, read_size, tile_size, max_region)
         buf_i: list[int] = []
         buf_t: list[Image.Image] = []
-        for i, arr in regions.iter_tile_arrays(s, level, lc, read_size, tile_size, max_region):
+        for i, arr in tiles:
             buf_i.append(i)
             buf_t.append(Image.fromarray(arr))
             if len(buf_t) == batch_size:
