@@ -67,8 +67,8 @@ def test_license_texts_and_metadata():
     lm.add_file("cfg/setup.cfg", "[metadata]\nlicense = MIT\n")
     lm.add_file("old/PKG-INFO", "Name: o\nClassifier: License :: OSI Approved :: BSD License\n\n")
     look = lm.lookup_fn()
-    assert look("src/a.py") == ["Apache-2.0"]  # declared metadata wins over the text at the root
-    assert look("vendor/lib/x.c") == ["Apache-2.0", "GPL-3.0"]
+    assert look("src/a.py") == ["Apache-2.0", "MIT"]  # declared and detected both count (The Stack v2)
+    assert look("vendor/lib/x.c") == ["Apache-2.0", "GPL-3.0", "MIT"]
     assert licenses.license_type(look("vendor/lib/x.c")) == "non_permissive"
     assert "ISC" in look("js/index.js") and "MIT" in look("rs/src/lib.rs") and "BSD-3-Clause" in look("py/m.py")
     assert "MIT" in look("cfg/x.py") and "BSD-3-Clause" in look("old/x.py")

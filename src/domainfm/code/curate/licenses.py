@@ -1,10 +1,23 @@
-"""License detection: SPDX ids from LICENSE/COPYING texts and package metadata, inherited downwards.
+"""License detection: SPDX ids from license files, package metadata and SPDX headers, inherited downwards.
 
-Like The Stack v2, a license found in directory D applies to every file below D. Package metadata
-(`*.dist-info/METADATA`, `PKG-INFO`, `package.json`, `Cargo.toml`, `setup.cfg`, `pyproject.toml`)
-declares the license of the project the metadata describes: files in a `*.dist-info`/`*.egg-info`
-folder describe its parent folder. A declared SPDX expression wins over texts found at the same level.
-`license_type` is `permissive` (every detected license allows it), `no_license` or `non_permissive`.
+The Stack v2 rule: a license found in directory D applies to every file below D, and a file is
+permissive only when *every* license detected for it is permissive. So declared metadata does not
+override license texts at the same level; both count. A declaration we cannot identify (an
+unrecognised trove classifier, free text, a LICENSE file whose text no rule knows) is
+`LicenseRef-unknown`, which is not permissive; only the absence of any declaration is `no_license`.
+
+- License files are recognised by name only (go-license-detector's base names, which The Stack used,
+  with a text extension or none): `LICENSE`, `LICENCE.md`, `COPYING.LESSER`, `LICENSE-MIT`,
+  `NOTICE.txt`... but never a source file such as `license.py` or `License.java`.
+- SPDX expressions are parsed with `license-expression` (operator precedence, `WITH` exceptions,
+  `GPL-2.0+` aliases). An expression is permissive when some choice of its `OR` alternatives is made
+  of permissive licenses only: `(MIT OR GPL-2.0) AND LGPL-3.0` is not.
+- Package metadata: `*.dist-info/METADATA` / `PKG-INFO` (`License-Expression`, trove classifiers,
+  `License:`), `package.json`, `Cargo.toml`, `pyproject.toml`, `setup.cfg`; metadata inside a
+  `*.dist-info`/`*.egg-info` folder speaks for the folder that contains it.
+- `SPDX-License-Identifier:` headers in a source file add to that file's licenses (`file_licenses`).
+The text detector is pluggable (`DETECTORS`): the default phrase rules, or ScanCode
+(`domainfm[licenses]`, see `license_scancode.py`).
 """
 
 from __future__ import annotations
@@ -13,14 +26,22 @@ import json
 import re
 import tomllib
 from collections.abc import Callable
+from email.parser import HeaderParser
+from functools import lru_cache
 from pathlib import PurePosixPath
+from typing import Protocol
+
+from domainfm.core.registry import Registry
+
+UNKNOWN = "LicenseRef-unknown"
+PROPRIETARY = "LicenseRef-proprietary"
 
 PERMISSIVE = frozenset({
     "MIT", "MIT-0", "Apache-2.0", "BSD-2-Clause", "BSD-3-Clause", "BSD-3-Clause-Clear", "0BSD", "ISC",
-    "Unlicense", "CC0-1.0", "Zlib", "PSF-2.0", "Python-2.0", "BSL-1.0", "HPND", "X11", "WTFPL", "NCSA",
-    "PostgreSQL", "UPL-1.0", "CC-BY-4.0", "CC-BY-3.0", "MIT-CMU", "Apache-1.1", "BSD-4-Clause", "AFL-3.0",
+    "Unlicense", "CC0-1.0", "Zlib", "PSF-2.0", "Python-2.0", "Python-2.0.1", "BSL-1.0", "HPND", "X11", "WTFPL",
+    "NCSA", "PostgreSQL", "UPL-1.0", "CC-BY-4.0", "CC-BY-3.0", "MIT-CMU", "Apache-1.1", "BSD-4-Clause", "AFL-3.0",
     "Artistic-2.0", "ZPL-2.1", "OpenSSL", "Libpng", "libpng-2.0", "Unicode-3.0", "Unicode-DFS-2016",
-    "BlueOak-1.0.0", "PIL",
+    "BlueOak-1.0.0", "PIL", "BSD-2-Clause-Patent", "bzip2-1.0.6", "curl", "Zlib-acknowledgement", "MIT-Modern-Variant",
 })
 
 # (SPDX id, all of these phrases present) — checked on lower-cased, whitespace-collapsed text
@@ -42,8 +63,11 @@ _TEXT_RULES: list[tuple[str, tuple[str, ...]]] = [
                  "foundation; either version 2",)),
     ("MPL-2.0", ("mozilla public license version 2.0",)),
     ("MPL-2.0", ("mozilla public license, v. 2.0",)),
+    ("MPL-1.1", ("mozilla public license version 1.1",)),
     ("EPL-2.0", ("eclipse public license - v 2.0",)),
     ("EPL-1.0", ("eclipse public license - v 1.0",)),
+    ("EUPL-1.2", ("european union public licence v. 1.2",)),
+    ("CDDL-1.0", ("common development and distribution license (cddl) version 1.0",)),
     ("Apache-2.0", ("apache license", "version 2.0, january 2004")),
     ("Apache-2.0", ("licensed under the apache license, version 2.0",)),
     ("PSF-2.0", ("python software foundation license version 2",)),
@@ -63,35 +87,51 @@ _TEXT_RULES: list[tuple[str, tuple[str, ...]]] = [
 ]
 _FAMILIES = {"BSD-3-Clause": "BSD-2-Clause", "LGPL-2.1": "GPL-2.0", "LGPL-3.0": "GPL-3.0"}
 
-# PyPI trove classifiers and free-text `License:` values -> SPDX
-_ALIASES = {
-    "mit": "MIT", "mit license": "MIT", "the mit license": "MIT", "expat": "MIT",
-    "apache": "Apache-2.0", "apache 2.0": "Apache-2.0", "apache-2.0": "Apache-2.0", "apache 2": "Apache-2.0",
-    "apache software license": "Apache-2.0", "apache license 2.0": "Apache-2.0",
-    "apache license, version 2.0": "Apache-2.0", "apache license version 2.0": "Apache-2.0",
-    "bsd": "BSD-3-Clause", "bsd license": "BSD-3-Clause", "new bsd": "BSD-3-Clause", "3-clause bsd": "BSD-3-Clause",
-    "bsd-3-clause": "BSD-3-Clause", "bsd 3-clause": "BSD-3-Clause", "modified bsd": "BSD-3-Clause",
-    "bsd-2-clause": "BSD-2-Clause", "simplified bsd": "BSD-2-Clause", "isc": "ISC", "isc license (iscl)": "ISC",
-    "isc license": "ISC", "psf": "PSF-2.0", "psfl": "PSF-2.0", "python software foundation license": "PSF-2.0",
-    "psf license": "PSF-2.0", "public domain": "Unlicense", "the unlicense (unlicense)": "Unlicense",
-    "cc0 1.0 universal (cc0 1.0) public domain dedication": "CC0-1.0", "zlib": "Zlib",
-    "zlib/libpng license": "Zlib", "mozilla public license 2.0 (mpl 2.0)": "MPL-2.0", "mpl-2.0": "MPL-2.0",
-    "gnu general public license v2 (gplv2)": "GPL-2.0", "gnu general public license v3 (gplv3)": "GPL-3.0",
-    "gnu general public license (gpl)": "GPL-2.0", "gpl": "GPL-2.0", "gplv2": "GPL-2.0", "gplv3": "GPL-3.0",
-    "gnu lesser general public license v2 or later (lgplv2+)": "LGPL-2.1",
-    "gnu lesser general public license v3 (lgplv3)": "LGPL-3.0", "lgpl": "LGPL-2.1",
-    "gnu library or lesser general public license (lgpl)": "LGPL-2.1",
-    "gnu affero general public license v3": "AGPL-3.0", "eclipse public license 2.0 (epl-2.0)": "EPL-2.0",
-    "historical permission notice and disclaimer (hpnd)": "HPND", "boost software license 1.0 (bsl-1.0)": "BSL-1.0",
-    "the unlicense": "Unlicense", "universal permissive license (upl)": "UPL-1.0",
-}
-_SPDX_TOKEN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9.+-]*$")
-LICENSE_FILE = re.compile(r"^(licen[cs]e|copying|unlicense|copyright)([._-].*)?$", re.IGNORECASE)
+# License files: go-license-detector's base names (used for The Stack) + NOTICE/COPYRIGHT/PATENTS,
+# optionally qualified (`LICENSE-MIT`, `COPYING.LESSER`, `LICENSE.APACHE2`), with a text extension or none.
+_LICENSE_BASE = re.compile(
+    r"(?:li[cs]en[cs]es?|legal|copy(?:left|right|ing)|unlicense|notice|patents|"
+    r"[al]?gpl(?:[-_ v]?\d(?:\.?\d)?)?|bsd|mit|apache)"
+    r"(?:[-_.][a-z0-9]+(?:[-_.][a-z0-9]+)*)?", re.IGNORECASE)
+_TEXT_EXTENSIONS = ("", ".txt", ".md", ".markdown", ".rst", ".html", ".htm", ".rtf")
+# qualifiers that are file formats of source/data, never a license name: `license.py`, `License.java`
+_CODE_EXTENSIONS = frozenset(
+    "py pyi pyx pxd js mjs cjs ts tsx jsx java kt kts scala go rs c h cc cpp cxx hpp hh cs fs vb rb php pl pm "
+    "sh bash zsh ps1 bat cmd swift m mm lua r jl dart ex exs erl hs ml clj groovy gradle sql json yaml yml toml "
+    "xml css scss less vue svelte ini cfg conf properties proto ipynb tex el vim nim zig d f90 f asm s "
+    "class jar so dll o a pyc png jpg gif svg pdf".split())
+# files that may hold attributions rather than a license: nothing detected -> ignored, not unknown
+_NOTICE_NAMES = re.compile(r"^(notice|copyright|legal|patents)", re.IGNORECASE)
 METADATA_FILES = {"metadata", "pkg-info", "package.json", "cargo.toml", "setup.cfg", "pyproject.toml"}
+SPDX_HEADER = re.compile(r"SPDX-License-Identifier:\s*([^\n\r]*?)\s*(?:\*/|-->|\"\"\"|'''|#\}|$)", re.MULTILINE)
 
 
 def _norm(text: str) -> str:
     return " ".join(text.lower().split())
+
+
+def is_license_file(path: str) -> bool:
+    """A license file by its name: `LICENSE`, `COPYING.txt`, `LICENSE-APACHE`, not `license.py`."""
+    name = PurePosixPath(path).name
+    low = name.lower()
+    for ext in _TEXT_EXTENSIONS[1:]:
+        if low.endswith(ext):
+            name = name[: -len(ext)]
+            break
+    if not _LICENSE_BASE.fullmatch(name):
+        return False
+    last = name.rsplit(".", 1)[1].lower() if "." in name else ""
+    return last not in _CODE_EXTENSIONS
+
+
+# ---------------------------------------------------------------------------------------------
+# text detectors (registry: the phrase rules here, ScanCode in license_scancode.py)
+
+class TextDetector(Protocol):
+    def __call__(self, text: str) -> set[str]: ...
+
+
+DETECTORS: Registry[Callable[[], TextDetector]] = Registry("license detector")
 
 
 def detect_text(text: str) -> set[str]:
@@ -107,71 +147,191 @@ def detect_text(text: str) -> set[str]:
     return found
 
 
-def _alias(value: str) -> str | None:
-    v = value.strip().strip("\"'")
-    if not v or v.upper() in ("UNKNOWN", "NONE"):
-        return None
-    low = v.lower()
-    if low in _ALIASES:
-        return _ALIASES[low]
-    if _SPDX_TOKEN.match(v) and len(v) <= 40:
-        return v
-    return None
+DETECTORS.register("rules", lambda: detect_text, help="phrase rules on license texts (default, no dependency)")
 
 
-def parse_expression(expr: str) -> list[set[str]]:
-    """An SPDX expression as alternatives (OR) of conjunctions (AND); unknown names kept verbatim."""
-    expr = expr.replace("(", " ").replace(")", " ")
-    alts = []
-    for alt in re.split(r"\s+OR\s+|\s*/\s*", expr, flags=re.IGNORECASE):
-        ids = set()
-        for part in re.split(r"\s+AND\s+|\s+WITH\s+[\w.-]+", alt, flags=re.IGNORECASE):
-            part = part.strip()
-            if part:
-                ids.add(_alias(part) or "LicenseRef-unknown")
-        if ids:
-            alts.append(ids)
-    return alts
+def get_detector(name: str = "rules") -> TextDetector:
+    if name == "scancode":
+        import domainfm.code.curate.license_scancode  # noqa: F401  (registers "scancode")
+    return DETECTORS.get(name)()
 
 
-def _from_expression(expr: str) -> set[str]:
-    """Choose the most permissive alternative of an OR expression (a user may pick any of them)."""
-    alts = parse_expression(expr)
-    if not alts:
+# ---------------------------------------------------------------------------------------------
+# declarations: SPDX expressions and free text
+
+@lru_cache(maxsize=1)
+def _licensing():
+    from license_expression import get_spdx_licensing
+
+    return get_spdx_licensing()
+
+
+def _base_id(key: str) -> str:
+    return re.sub(r"(-only|-or-later|\+)$", "", key)
+
+
+def is_permissive_id(key: str) -> bool:
+    return key in PERMISSIVE or _base_id(key) in PERMISSIVE
+
+
+# free-text families, first match wins: copyleft and proprietary before the permissive names, so
+# "GPL-compatible MIT" style mixtures are never read as permissive
+_FAMILY_RULES: list[tuple[re.Pattern, str]] = [(re.compile(p), s) for p, s in [
+    (r"affero|\bagpl", "AGPL"), (r"lesser|library general|\blgpl", "LGPL"),
+    (r"general public licen[cs]e|\bgpl", "GPL"), (r"mozilla|\bmpl\b|\bmpl[- ]?\d", "MPL"),
+    (r"\beupl|european union public", "EUPL-1.2"), (r"eclipse|\bepl\b|\bepl-", "EPL"),
+    (r"\bcddl|common development and distribution", "CDDL-1.0"), (r"\bsspl|server side public", "SSPL-1.0"),
+    (r"sharealike|share-alike|\bcc[- ]by[- ]sa", "CC-BY-SA-4.0"), (r"noncommercial|\bcc[- ]by[- ]nc", "CC-BY-NC-4.0"),
+    (r"proprietary|commercial|all rights reserved|unlicensed\b", PROPRIETARY),
+    (r"\bunlicense\b|public domain", "Unlicense"), (r"\bcc0", "CC0-1.0"), (r"\bisc\b", "ISC"),
+    (r"\bmit\b|\bexpat\b", "MIT"), (r"\bapache\b", "Apache"), (r"\bbsd\b|berkeley", "BSD"),
+    (r"python software foundation|\bpsf", "PSF-2.0"), (r"\bzlib|libpng", "Zlib"), (r"boost|\bbsl\b", "BSL-1.0"),
+    (r"\bhpnd\b|historical permission", "HPND"), (r"\bzope\b|\bzpl\b", "ZPL-2.1"), (r"artistic", "Artistic-2.0"),
+    (r"wtfpl", "WTFPL"), (r"universal permissive|\bupl\b", "UPL-1.0"), (r"\b0bsd\b|zero-clause bsd", "0BSD"),
+]]
+_VERSION = re.compile(r"(?:v|version|-|\s|^)(\d)(?:\.(\d))?")
+_ABSENT = re.compile(r"^(?:unknown|none|n/a|see\b.*|refer to\b.*|licen[cs]e(?:\.\w+)?|copying(?:\.\w+)?|"
+                     r"file:.*|see license in .*|other)$", re.IGNORECASE)
+
+
+def _versioned(family: str, low: str) -> str:
+    m = _VERSION.search(low.replace("gplv", "gpl v").replace("mplv", "mpl v"))
+    major, minor = (m.group(1), m.group(2)) if m else (None, None)
+    later = bool(re.search(r"\+|or[- ]later|or any later", low))
+    if family in ("GPL", "AGPL", "LGPL"):
+        later = later or major is None  # an unversioned GPL allows any version
+        if family == "AGPL":
+            ver = "3.0" if major in (None, "3") else f"{major}.0"
+        elif family == "LGPL":
+            ver = {"3": "3.0", "2": "2.1" if minor in (None, "1") else "2.0"}.get(major or "", "2.0")
+        else:
+            ver = f"{major}.0" if major in ("1", "2", "3") else "1.0"
+        return f"{family}-{ver}-{'or-later' if later else 'only'}"
+    if family == "MPL":
+        return "MPL-1.1" if major == "1" else "MPL-2.0"
+    if family == "EPL":
+        return "EPL-1.0" if major == "1" else "EPL-2.0"
+    if family == "Apache":
+        return "Apache-1.1" if major == "1" else "Apache-2.0"
+    if family == "BSD":
+        if re.search(r"\b0\b|zero", low):
+            return "0BSD"
+        two = re.search(r"\b2[- ]?clause|simplified|freebsd|two[- ]clause", low)
+        four = re.search(r"\b4[- ]?clause|original bsd", low)
+        return "BSD-2-Clause" if two else "BSD-4-Clause" if four else "BSD-3-Clause"
+    return family
+
+
+def guess_free_text(value: str) -> str:
+    """One short license name in free text or a trove classifier leaf -> an SPDX id (or UNKNOWN)."""
+    low = " ".join(value.lower().split())
+    for rx, family in _FAMILY_RULES:
+        if rx.search(low):
+            return _versioned(family, low)
+    return UNKNOWN
+
+
+_OPERATORS = frozenset({"and", "or", "with"})
+
+
+def _spdx_like(value: str) -> bool:
+    """Ids joined by AND/OR/WITH and parentheses (`MIT OR Apache-2.0`), not prose (`MIT License`)."""
+    if not re.fullmatch(r"[\sA-Za-z0-9.+:()_-]+", value):
+        return False
+    tokens = value.replace("(", " ").replace(")", " ").split()
+    return all((a.lower() in _OPERATORS) != (b.lower() in _OPERATORS) for a, b in zip(tokens, tokens[1:], strict=False))
+
+
+def _choose(node, lic) -> tuple[bool, set[str]]:
+    """(permissive possible, licenses of the chosen alternative) for a parsed expression."""
+    from license_expression import LicenseWithExceptionSymbol
+
+    if isinstance(node, LicenseWithExceptionSymbol):
+        return _choose(node.license_symbol, lic)
+    if isinstance(node, lic.AND):
+        parts = [_choose(a, lic) for a in node.args]
+        return all(p for p, _ in parts), set().union(*(s for _, s in parts))
+    if isinstance(node, lic.OR):
+        parts = [_choose(a, lic) for a in node.args]
+        for ok, ids in parts:
+            if ok:
+                return True, ids
+        return False, set().union(*(s for _, s in parts))
+    key = node.key
+    if key in lic.known_symbols or key.startswith("LicenseRef-"):
+        known = key
+    else:  # not an SPDX key: try the free-text families (`Apache 2.0`, `BSD`)
+        known = guess_free_text(key)
+    return is_permissive_id(known), {known}
+
+
+def parse_declaration(value: str) -> set[str]:
+    """A declared license (SPDX expression or free text) -> SPDX ids of the alternative a user may
+    pick: the most permissive one of an `OR`. Empty for an absent declaration ('UNKNOWN', 'see LICENSE')."""
+    v = " ".join(value.strip().strip("\"'").split())
+    if not v or _ABSENT.match(v):
         return set()
-    for alt in alts:
-        if alt <= PERMISSIVE:
-            return alt
-    return alts[0]
+    if _spdx_like(v):
+        lic = _licensing()
+        try:
+            return _choose(lic.parse(v, validate=False, simple=False), lic)[1]
+        except Exception:  # license_expression raises ExpressionError/ParseError subclasses
+            pass
+    # free text: "MIT or Apache 2.0", "BSD, see LICENSE", "Dual licensed: MIT/Apache-2.0"; an OR is
+    # a choice only when one side is entirely permissive, else the whole text is read as one name
+    # ("GNU Library or Lesser General Public License" is the LGPL)
+    v = re.sub(r"\bor (?:any )?later(?: version)?", "or-later", v, flags=re.IGNORECASE)
+    for alt in re.split(r"\s+or\s+|\s*/\s*|\s*\|\s*", v, flags=re.IGNORECASE):
+        ids = {guess_free_text(p) for p in re.split(r"\s+and\s+|\s*[,;&]\s*", alt, flags=re.IGNORECASE)
+               if p.strip() and not _ABSENT.match(p.strip())}
+        if ids and all(is_permissive_id(i) for i in ids):
+            return ids
+    return {guess_free_text(v)}
 
 
-def _metadata_licenses(name: str, text: str) -> set[str]:
+# ---------------------------------------------------------------------------------------------
+# package metadata
+
+def _pkg_info(text: str, detector: TextDetector) -> set[str]:
+    msg = HeaderParser().parsestr(text)
+    if expr := msg.get("License-Expression"):
+        return parse_declaration(expr)  # PEP 639: the expression supersedes classifiers and License
+    out: set[str] = set()
+    for cl in msg.get_all("Classifier") or []:
+        parts = [p.strip() for p in cl.split("::")]
+        if parts[0] != "License" or len(parts) < 2 or parts[-1] == "OSI Approved":
+            continue
+        out.add(guess_free_text(parts[-1]))
+    value = (msg.get("License") or "").strip()
+    if value and not _ABSENT.match(value):
+        if len(value) <= 100 and "\n" not in value:
+            out |= parse_declaration(value)
+        else:  # a whole license text pasted into the field
+            out |= detector(value) or {UNKNOWN}
+    return out
+
+
+def _metadata_licenses(name: str, text: str, detector: TextDetector = detect_text) -> set[str]:
     name = name.lower()
     if name in ("metadata", "pkg-info"):
-        head = text.split("\n\n", 1)[0]  # RFC 822 headers; the body is the long description
-        for line in head.splitlines():
-            if line.lower().startswith("license-expression:"):
-                return _from_expression(line.split(":", 1)[1])
-        out: set[str] = set()
-        for line in head.splitlines():
-            if line.startswith("Classifier: License ::"):
-                leaf = line.rsplit("::", 1)[1].strip()
-                if (spdx := _alias(leaf)) and leaf.lower() not in ("osi approved",):
-                    out.add(spdx)
-        if out:
-            return out
-        for line in head.splitlines():
-            if line.lower().startswith("license:"):
-                value = line.split(":", 1)[1].strip()
-                if value and len(value) < 80:
-                    return _from_expression(value) if _alias(value) or " or " in value.lower() else set()
-        return set()
+        return _pkg_info(text, detector)
     if name == "package.json":
         try:
-            lic = json.loads(text).get("license")
-        except (json.JSONDecodeError, AttributeError):
+            data = json.loads(text)
+        except json.JSONDecodeError:
             return set()
-        return _from_expression(lic) if isinstance(lic, str) else set()
+        if not isinstance(data, dict):
+            return set()
+        lic = data.get("license")
+        if isinstance(lic, dict):
+            lic = lic.get("type")
+        if lic is None and isinstance(data.get("licenses"), list):  # the deprecated array form
+            lic = " OR ".join(x.get("type", "") for x in data["licenses"] if isinstance(x, dict))
+        if not isinstance(lic, str):
+            return set()
+        if lic.strip().upper() == "UNLICENSED":  # npm: "not licensed for use by others"
+            return {PROPRIETARY}
+        return parse_declaration(lic)
     if name in ("cargo.toml", "pyproject.toml"):
         try:
             data = tomllib.loads(text)
@@ -180,12 +340,22 @@ def _metadata_licenses(name: str, text: str) -> set[str]:
         section = data.get("package" if name == "cargo.toml" else "project", {})
         lic = section.get("license") if isinstance(section, dict) else None
         if isinstance(lic, dict):
-            lic = lic.get("text")
-        return _from_expression(lic) if isinstance(lic, str) and len(lic) < 80 else set()
+            lic = lic.get("text")  # {file = ...}: the license file itself is read
+        if not isinstance(lic, str):
+            return set()
+        return parse_declaration(lic) if len(lic) <= 100 else (detector(lic) or {UNKNOWN})
     if name == "setup.cfg":
         m = re.search(r"^\s*license\s*=\s*(.+)$", text, flags=re.MULTILINE)
-        return _from_expression(m.group(1)) if m and len(m.group(1)) < 80 else set()
+        return parse_declaration(m.group(1)) if m and len(m.group(1)) <= 100 else set()
     return set()
+
+
+def spdx_headers(text: str, max_chars: int = 4000) -> set[str]:
+    """Licenses of the `SPDX-License-Identifier:` lines at the head of a source file."""
+    out: set[str] = set()
+    for m in SPDX_HEADER.finditer(text[:max_chars]):
+        out |= parse_declaration(m.group(1)) or {UNKNOWN}
+    return out
 
 
 def scope_dir(path: str) -> str:
@@ -199,13 +369,15 @@ def scope_dir(path: str) -> str:
 
 def is_license_candidate(path: str) -> bool:
     name = PurePosixPath(path).name
-    return bool(LICENSE_FILE.match(name)) or name.lower() in METADATA_FILES
+    return is_license_file(name) or name.lower() in METADATA_FILES
 
 
 class LicenseMap:
-    """Licenses per directory of one repository; `lookup(path)` inherits from every parent dir."""
+    """Licenses per directory of one repository; `lookup(path)` inherits from every parent dir.
+    Declared (metadata) and detected (license texts) licenses of a directory are both kept."""
 
-    def __init__(self) -> None:
+    def __init__(self, detector: str | TextDetector = "rules") -> None:
+        self.detector: TextDetector = get_detector(detector) if isinstance(detector, str) else detector
         self.declared: dict[str, set[str]] = {}
         self.detected: dict[str, set[str]] = {}
 
@@ -213,14 +385,17 @@ class LicenseMap:
         name = PurePosixPath(path).name
         scope = scope_dir(path)
         if name.lower() in METADATA_FILES:
-            if found := _metadata_licenses(name, text):
+            if found := _metadata_licenses(name, text, self.detector):
                 self.declared.setdefault(scope, set()).update(found)
-        elif LICENSE_FILE.match(name):
-            found = detect_text(text) or {"LicenseRef-unknown"}
-            self.detected.setdefault(scope, set()).update(found)
+        elif is_license_file(name):
+            found = self.detector(text)
+            if not found and _NOTICE_NAMES.match(name):
+                return  # a NOTICE/COPYRIGHT file of attributions grants nothing by itself
+            self.detected.setdefault(scope, set()).update(found or {UNKNOWN})
 
     def scopes(self) -> dict[str, set[str]]:
-        return {d: self.declared.get(d) or self.detected[d] for d in set(self.declared) | set(self.detected)}
+        return {d: self.declared.get(d, set()) | self.detected.get(d, set())
+                for d in set(self.declared) | set(self.detected)}
 
     def lookup_fn(self) -> Callable[[str], list[str]]:
         scopes = self.scopes()
@@ -235,7 +410,7 @@ class LicenseMap:
         return lookup
 
 
-def license_type(licenses: list[str]) -> str:
+def license_type(licenses: list[str] | set[str]) -> str:
     if not licenses:
         return "no_license"
-    return "permissive" if all(lic in PERMISSIVE for lic in licenses) else "non_permissive"
+    return "permissive" if all(is_permissive_id(lic) for lic in licenses) else "non_permissive"

@@ -7,7 +7,13 @@
 - secrets -> ``<KEY>``: detect-secrets plugins (AWS, GitHub, Slack, Stripe, JWT, private keys,
   high-entropy base64/hex strings...) with filters against hashes, UUIDs, ids, templated and
   sequential strings; private-key blocks are redacted whole;
-- passwords in assignments (``password = "..."``) -> ``<PASSWORD>``.
+- passwords -> ``<PASSWORD>``: detect-secrets' KeywordDetector (its per-file-type regexes for
+  `*password*`, `*secret*`, `*pwd*`, `db_pass`... in Python, YAML, Java, JS, shell) plus the names it
+  misses (`SMTP_PASS`, annotated `password: str = "..."`, unquoted `.env`/shell `MYSQL_PWD=...`);
+  look-alikes stay: empty strings, placeholders (`changeme`, `<password>`, `xxx`), references
+  (`${DB_PASSWORD}`, `%(pw)s`, `{{ vault }}`), type hints and calls;
+- names (optional, `--pii-model DIR`): a local token-classification model (StarPII-style labels
+  such as NAME, USERNAME, EMAIL, KEY, PASSWORD) loaded with transformers -> ``<NAME>`` etc.
 Each redaction is reported as ``(start, end, type, detector, replacement)`` on the original text;
 the secret itself is never stored.
 """
@@ -19,28 +25,44 @@ import ipaddress
 import re
 from dataclasses import dataclass
 from functools import lru_cache
+from pathlib import PurePosixPath
+from typing import Protocol
 
 # each pattern starts with a literal or a narrow class (fast scanning); boundaries are checked after
 EMAIL_DOMAIN = re.compile(r"@(?:[A-Za-z0-9-]{1,63}\.)+[A-Za-z]{2,24}(?![\w-])")
 EMAIL_LOCAL = re.compile(r"(?<![\w.%+-])[A-Za-z0-9][A-Za-z0-9._%+-]{0,63}$")
 IPV4 = re.compile(r"\d{1,3}\.\d{1,3}\.\d{1,3}\.\d{1,3}")
 IPV6 = re.compile(r"[0-9A-Fa-f]{1,4}(?::[0-9A-Fa-f]{0,4}){2,7}")
-_PASSWORD_WORDS = ("pass", "pwd", "secret_key", "api_key")
+_PASSWORD_WORDS = ("pass", "pwd", "secret", "api_key", "apikey")
+_PW_LINE = re.compile(r"(?im)^.*(?:pass|pwd|secret|api_?key|contrase).*$")
 # cheap gates: patterns that start with a literal are scanned by re's fast literal search
 _IPV4_HINT = re.compile(r"\.\d{1,3}\.\d{1,3}\.")
 _IPV6_HINT = re.compile(r":[0-9A-Fa-f]{0,4}:")
 PRIVATE_KEY = re.compile(r"-----BEGIN ([A-Z0-9 ]*)PRIVATE KEY( BLOCK)?-----(.*?)-----END \1PRIVATE KEY\2?-----",
                          re.DOTALL)
-PASSWORD = re.compile(r"(?i)\b(?:password|passwd|pwd|passphrase|db_pass|secret_key|api_key)\b[\"']?\s*(?:=|:|:=)\s*"
-                      r"[rbuf]?([\"'])([^\"'\s]{4,128})\1")
-_VERSION_BEFORE = re.compile(r"(?i)(?:version|ver|release|rev|v)\s*[:=]?\s*[\"']?$")
+# a password-like name (`password`, `db_pwd`, `SMTP_PASS`, `app_secret`, `passphrase`) then an
+# optional type annotation (`: str`), an assignment and a quoted value
+_PW_NAME = r"[A-Za-z0-9_.-]*(?:passw(?:or)?d|passphrase|pwd|_pass|secret(?:_?key)?|api_?key)"
+PASSWORD = re.compile(r"(?i)(?<![A-Za-z0-9])" + _PW_NAME + r"\b[\"']?\s*(?::\s*[A-Za-z_][\w\[\], .]*)?"
+                      r"(?:=|:|:=|=>)\s*[rbuf]?([\"'])([^\"'\n]{4,128})\1")
+# unquoted `NAME=value` at a line start, for env/shell/ini-like files only (in code it is an expression)
+PASSWORD_ENV = re.compile(r"(?im)^[ \t]*(?:export[ \t]+)?" + _PW_NAME + r"[A-Za-z0-9_]*[ \t]*=[ \t]*([^\s\"'#;]{4,128})")
+_ENV_FILES = re.compile(r"(?i)(?:^|/)(?:\.env[^/]*|[^/]*\.(?:env|sh|bash|zsh|ini|cfg|conf|properties|envrc)|"
+                        r"Dockerfile[^/]*|[^/.]+)$")
+# a version number before the quad: `version 1.2.3.4`, `__version__ = "1.2.3.4"`, `v1.2.3.4`; the word
+# must start there (`srv = "93.184.216.34"` is a server address, not a version)
+_VERSION_BEFORE = re.compile(r"(?i)(?<![A-Za-z])(?:version|ver|release|rev|v)_*\s*[:=]?\s*[\"']?$")
 # a line can hold a secret only with a long token, a quoted hex run, a key header or URL credentials
 # a line can hold a secret only with a 20+ char token (every detector's key format is at least that
 # long), a quoted hex run, a key header or credentials in a URL
 _CANDIDATE_LINE = re.compile(r"[A-Za-z0-9+/=_\-]{20,}|[\"'][0-9a-fA-F]{8,}[\"']|PRIVATE KEY|://[^\s:@/]+:[^\s@/]+@")
 _HASH_LIKE = re.compile(r"^[0-9a-fA-F]+$")
-_PLACEHOLDER = re.compile(r"[{}$<>%*]|^(x+|changeme|password|passwd|secret|example|test|dummy|none|null)$",
-                          re.IGNORECASE)
+_PLACEHOLDER = re.compile(  # templates/references, prose or regexes (a space, `(`, `|`), env names
+    r"[{}$<>%*\s()|\\]|^[A-Z][A-Z0-9]*(?:_[A-Z0-9]+)+$|^\.\.\.$|^(x+|\*+|changeme|change_me|changeit|password\d*|passwd|secret|example|test|dummy|none|"
+    r"null|nil|true|false|placeholder|redacted|your[_-]?\w*|my[_-]?\w*|\w*[_-]?here|todo|tbd|fixme|required|"
+    r"optional|string|str|env|default|admin|root|guest|pass|pwd|foo|bar|foobar|blank|empty)$", re.IGNORECASE)
+# an unquoted value that is code or a reference, not a literal: `get_pw()`, `os.environ[...]`, `self.pw`
+_CODE_VALUE = re.compile(r"[()\[\]{}$%]|^[A-Za-z_]\w*\.[A-Za-z_]")
 
 DNS_SERVERS = frozenset({
     "8.8.8.8", "8.8.4.4", "1.1.1.1", "1.0.0.1", "9.9.9.9", "149.112.112.112", "208.67.222.222",
@@ -57,6 +79,10 @@ SECRET_PLUGINS = (
     "StripeDetector", "TelegramBotTokenDetector", "TwilioKeyDetector", "Base64HighEntropyString",
     "HexHighEntropyString",
 )
+
+
+class NerDetector(Protocol):
+    def __call__(self, text: str) -> list[Redaction]: ...
 
 
 @dataclass(frozen=True)
@@ -164,8 +190,53 @@ def _secret_spans(text: str) -> list[Redaction]:
     return out
 
 
-def find_pii(text: str, secrets: bool = True) -> list[Redaction]:
-    """Non-overlapping redactions sorted by start (earlier/longer spans win overlaps)."""
+def _is_placeholder(value: str) -> bool:
+    v = value.strip()
+    return len(v) < 4 or len(set(v)) <= 2 or bool(_PLACEHOLDER.search(v))
+
+
+@lru_cache(maxsize=1)
+def _keyword_detector():
+    from detect_secrets.plugins.keyword import KeywordDetector
+
+    return KeywordDetector()
+
+
+def _password_spans(text: str, path: str) -> list[Redaction]:
+    """Secrets assigned to password-like names: detect-secrets' KeywordDetector on each line that
+    names one (it knows each file type's assignment syntax), then our patterns for what it misses."""
+    low = text.lower()
+    if not any(w in low for w in _PASSWORD_WORDS):
+        return []
+    out: list[Redaction] = []
+    kd = _keyword_detector()
+    fname = PurePosixPath(path).name or "file.txt"
+    for m in _PW_LINE.finditer(text):
+        begin = text.rfind("\n", 0, m.start()) + 1
+        end = text.find("\n", m.start())
+        line = text[begin: len(text) if end < 0 else end]
+        if line.strip() == "pass":
+            continue  # Python's no-op statement
+        for found in kd.analyze_line(filename=fname, line=line, line_number=0):
+            value = found.secret_value or ""
+            if _is_placeholder(value):
+                continue
+            k = line.find(value)
+            if k >= 0:
+                out.append(Redaction(begin + k, begin + k + len(value), "password", "KeywordDetector", "<PASSWORD>"))
+    for m in PASSWORD.finditer(text):
+        if not _is_placeholder(m.group(2)):
+            out.append(Redaction(m.start(2), m.end(2), "password", "assignment", "<PASSWORD>"))
+    if _ENV_FILES.search(path or "x.env"):
+        for m in PASSWORD_ENV.finditer(text):
+            if not _is_placeholder(m.group(1)) and not _CODE_VALUE.search(m.group(1)):
+                out.append(Redaction(m.start(1), m.end(1), "password", "env_assignment", "<PASSWORD>"))
+    return out
+
+
+def find_pii(text: str, secrets: bool = True, path: str = "", ner: NerDetector | None = None) -> list[Redaction]:
+    """Non-overlapping redactions sorted by start (earlier/longer spans win overlaps). `path` picks
+    detect-secrets' keyword regexes for the file type; `ner` adds a token-classification model's spans."""
     spans: list[Redaction] = []
     for m in EMAIL_DOMAIN.finditer(text) if "@" in text else ():
         local = EMAIL_LOCAL.search(text, max(0, m.start() - 64), m.start())
@@ -178,18 +249,18 @@ def find_pii(text: str, secrets: bool = True) -> list[Redaction]:
         for m in rx.finditer(text):
             before = text[m.start() - 1] if m.start() else " "
             after = text[m.end()] if m.end() < n else " "
+            if after == "." and (m.end() + 1 >= n or not text[m.end() + 1].isalnum()):
+                after = " "  # a full stop ending the sentence, not a fifth quad
             if before.isalnum() or before in "_" + seps or after.isalnum() or after in "_" + seps:
                 continue  # part of a longer token (a version 1.2.3.4.5, a hex run, an identifier)
             rep = _ip_replacement(text, m)
             if rep is not None:
                 spans.append(Redaction(m.start(), m.end(), "ip_address", "regex", rep))
-    low = text.lower()
-    for m in PASSWORD.finditer(text) if any(w in low for w in _PASSWORD_WORDS) else ():
-        value = m.group(2)
-        if not _PLACEHOLDER.search(value) and len(set(value)) > 2:
-            spans.append(Redaction(m.start(2), m.end(2), "password", "assignment", "<PASSWORD>"))
+    spans.extend(_password_spans(text, path))
     if secrets:
         spans.extend(_secret_spans(text))
+    if ner is not None:
+        spans.extend(ner(text))
     spans.sort(key=lambda r: (r.start, -(r.end - r.start)))
     out: list[Redaction] = []
     end = -1
