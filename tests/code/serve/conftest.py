@@ -73,6 +73,12 @@ def live_server(model_dir: Path, **cfg: Any) -> Iterator[Live]:
         thread.join(30)
 
 
+@pytest.fixture(scope="session", name="live_server")
+def live_server_fixture() -> Any:
+    """`with live_server(model_dir, **ServeConfig fields) as live:` for a server with other settings."""
+    return live_server
+
+
 @pytest.fixture(scope="session")
 def live(serve_model: Path) -> Iterator[Live]:
     """One server for the session's client / parity / load tests (max_batch 32, default queue)."""
