@@ -11,6 +11,7 @@ Layouts written here exactly as the tools write them:
 from __future__ import annotations
 
 import csv
+import json
 import os
 from pathlib import Path
 
@@ -23,7 +24,9 @@ from domainfm.cli import main
 from domainfm.pathology.features.interop import find_feature_file, read_feature_file
 from domainfm.pathology.mil.data import load_cohort
 
-TCGA = Path(os.environ.get("DOMAINFM_DATA", "/nonexistent")) / "pathology" / "slides" / "TCGA-CR-7395-01A-01-TS1.svs"
+SLIDES = Path(os.environ.get("DOMAINFM_DATA", "/nonexistent")) / "pathology" / "slides"
+TCGA = SLIDES / "TCGA-CR-7395-01A-01-TS1.svs"
+CMU = SLIDES / "CMU-1-Small-Region.svs"
 
 
 def _bags(n_slides: int = 12, dim: int = 16, seed: int = 0) -> list[tuple[str, int, np.ndarray, np.ndarray]]:
@@ -108,6 +111,23 @@ def test_mil_train_and_predict_on_clam_and_trident(tmp_path: Path, capsys: pytes
     with open(tmp_path / "p.csv") as fh:
         rows = list(csv.DictReader(fh))
     assert sorted(r["slide_id"] for r in rows) == sorted(b[0] for b in bags)
+    if not CMU.is_file():
+        return
+    # heatmap from a TRIDENT folder (tile width from patch_size_level0) and a CLAM one (from the grid step)
+    gy, gx = np.mgrid[0:2967 - 256:256, 0:2220 - 256:256]
+    coords = np.stack([gx.ravel(), gy.ravel()], 1).astype(np.int64)
+    x = np.random.default_rng(2).normal(size=(len(coords), 16)).astype(np.float32)
+    x[:, 0] = coords[:, 0] / 500.0  # tiles on the right score higher
+    sid = "CMU-1-Small-Region"
+    for name, writer, want, tile0 in (("trident", _write_trident, "file attributes", 512),
+                                      ("clam", _write_clam, "grid step of the coordinates", 256)):
+        folder = writer(tmp_path / f"{name}_cmu", [(sid, 1, x, coords)])
+        rc = main(["pathology", "heatmap", "--model", str(tmp_path / "m"), "--slide", str(CMU), "--features",
+                   str(folder), "-o", str(tmp_path / f"heat_{name}")])
+        assert rc == 0, capsys.readouterr().err
+        res = json.loads((tmp_path / f"heat_{name}" / f"{sid}_heatmap.json").read_text())
+        assert res["n_tiles"] == len(coords) and res["level0_tile_size"] == tile0 and res["tile_size_from"] == want
+        assert Path(res["heatmap"]).is_file() and Path(res["geojson"]).is_file()
 
 
 @pytest.mark.skipif(not TCGA.is_file(), reason="needs $DOMAINFM_DATA/pathology/slides")

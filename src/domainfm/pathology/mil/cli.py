@@ -171,12 +171,26 @@ def heatmap(model: Path = typer.Option(..., "--model", help="model folder from `
                                                       help="for slides without resolution metadata"),
             top_k: int = typer.Option(8, "--top-k", help="tiles in each row of the gallery"),
             device: str = typer.Option("cpu", "--device"),
-            batch_size: int = typer.Option(64, "--batch-size")) -> None:
+            batch_size: int = typer.Option(64, "--batch-size"),
+            scale: str = typer.Option("calibrated", "--scale", help="calibrated (each tile's P(positive), one "
+                                      "0..1 scale for all slides), rank (per-slide percentile) or minmax"),
+            features: Path | None = typer.Option(None, "--features", help="use this slide's features from a "
+                                                 "folder (ours, CLAM h5_files, TRIDENT features_*) instead of "
+                                                 "tiling and extracting")) -> None:
     """Raw slide -> tiles -> features (the model's encoder) -> per-tile scores -> heatmap, GeoJSON, gallery."""
     from domainfm.pathology.mil.slide_heatmap import slide_heatmap
 
+    if features is not None:
+        from domainfm.pathology.mil.feature_heatmap import feature_heatmap
+
+        res = feature_heatmap(model, slide, features, out, device=device)
+        print(f"{res['slide_id']}: P(positive) = {res['score']:.3f} over {res['n_tiles']} tiles "
+              f"(tile width {res['level0_tile_size']:g} level-0 px, from the {res['tile_size_from']})")
+        for k in ("heatmap", "geojson", "scores"):
+            print(f"  {k}: {res[k]}")
+        return
     res = slide_heatmap(model, slide, out, encoder=encoder, target_mpp=target_mpp, tile_size=tile_size,
-                        slide_mpp=slide_mpp, top_k=top_k, device=device, batch_size=batch_size)
+                        slide_mpp=slide_mpp, top_k=top_k, device=device, batch_size=batch_size, scale=scale)
     print(f"{res['slide_id']}: P(positive) = {res['score']:.3f} over {res['n_tiles']} tiles")
     for k in ("heatmap", "geojson", "gallery"):
         print(f"  {k}: {res[k]}")
