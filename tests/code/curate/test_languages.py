@@ -159,6 +159,13 @@ def test_breadth_beyond_the_curated_table(path, lang):
     assert detect_language(path, "") == lang
 
 
+def test_extensions_pygments_lexers_share_are_decided_from_content():
+    # `.inc`: Pawn, PHP and POV-Ray all claim it; Pygments' analyse_text picks from the text
+    php = "<?php\n// config.inc: database settings\n$db_host = getenv('DB_HOST');\n"
+    assert detect_language("config.inc", php) == "PHP"
+    assert languages.is_ambiguous("config.inc") and not languages.is_ambiguous("setup.py")
+
+
 def test_known_languages_cover_linguists_breadth():
     known = known_languages()
     assert len(known) >= 450  # linguist lists ~700 languages (many data formats); StarCoder2 kept 619

@@ -173,21 +173,23 @@ def disambiguate(ext: str, content: str) -> str | None:
 
 
 def is_ambiguous(path: str) -> bool:
-    """True when `path`'s language depends on its content (a heuristics extension)."""
-    return PurePosixPath(path).suffix.lower() in HEURISTICS
+    """True when `path`'s language depends on its content (a heuristics extension, or one that several
+    Pygments lexers claim and neither the curated table nor the heuristics decide)."""
+    suffix = PurePosixPath(path).suffix.lower()
+    return suffix in HEURISTICS or (suffix not in _EXT and suffix in _pygments_tables()[2])
 
 
 @functools.lru_cache(maxsize=1)
-def _pygments_tables() -> tuple[dict[str, str], dict[str, str]]:
-    """(extension -> language, exact file name -> language) from Pygments' lexer table. Several lexers
-    claiming one glob: the first in Pygments' (alphabetical) order wins unless the curated table or the
-    heuristics decide that extension."""
+def _pygments_tables() -> tuple[dict[str, str], dict[str, str], frozenset[str]]:
+    """(extension -> language, exact file name -> language, extensions several lexers claim) from
+    Pygments' lexer table (first lexer in alphabetical order for the table; see `_pygments_guess`)."""
     try:
         from pygments.lexers import get_all_lexers
     except ImportError:  # pygments is a dependency of rich/typer; stay usable without it
-        return {}, {}
+        return {}, {}, frozenset()
     exts: dict[str, str] = {}
     names: dict[str, str] = {}
+    claims: dict[str, set[str]] = {}
     for name, _aliases, globs, _mimes in sorted(get_all_lexers(), key=lambda lx: lx[0].lower()):
         lang = _PYGMENTS_NAMES.get(name, name)
         if lang is None:
@@ -195,9 +197,23 @@ def _pygments_tables() -> tuple[dict[str, str], dict[str, str]]:
         for g in globs:
             if g.startswith("*.") and not any(c in g[2:] for c in "*?[]"):
                 exts.setdefault(g[1:].lower(), lang)
+                claims.setdefault(g[1:].lower(), set()).add(lang)
             elif not any(c in g for c in "*?[]"):
                 names.setdefault(g.lower(), lang)
-    return exts, names
+    return exts, names, frozenset(e for e, langs in claims.items() if len(langs) > 1)
+
+
+def _pygments_guess(name: str, text: str) -> str | None:
+    """Pygments' own content disambiguation (each candidate lexer's `analyse_text` score) among the
+    lexers claiming `name`; None when Pygments finds none."""
+    from pygments.lexers import guess_lexer_for_filename
+    from pygments.util import ClassNotFound
+
+    try:
+        lexer = guess_lexer_for_filename(name, text[:HEURISTIC_CHARS])
+    except ClassNotFound:
+        return None
+    return _PYGMENTS_NAMES.get(lexer.name, lexer.name)
 
 
 def detect_language(path: str, head: str = "") -> str | None:
@@ -220,15 +236,17 @@ def detect_language(path: str, head: str = "") -> str | None:
             for rx, lang in _INTERPRETERS:
                 if rx.match(interp):
                     return lang
-    py_exts, py_names = _pygments_tables()
+    py_exts, py_names, py_shared = _pygments_tables()
     if name in py_names:
         return py_names[name]
+    if suffix and suffix in py_shared and head:
+        return _pygments_guess(p.name, head) or py_exts[suffix]
     if suffix and suffix in py_exts:
         return py_exts[suffix]
     return None
 
 
 def known_languages() -> list[str]:
-    py_exts, py_names = _pygments_tables()
+    py_exts, py_names, _ = _pygments_tables()
     return sorted(set(_EXT.values()) | set(_NAMES.values()) | set(py_exts.values()) | set(py_names.values())
                   | {lang for rules in HEURISTICS.values() for lang, _, _ in rules})
