@@ -35,6 +35,13 @@ class CurateConfig:
     decontaminate: list[str] = field(default_factory=list, metadata={"help": "extra JSONL files of benchmark texts"})
     decontaminate_field: str = field(default="text", metadata={"help": "text field of --decontaminate files"})
     decontam_min_chars: int = field(default=40, metadata={"help": "ignore benchmark texts shorter than this"})
+    decontam_benchmarks: list[str] = field(default_factory=lambda: ["all"], metadata={
+        "help": "harness benchmarks read from $DOMAINFM_DATA (all | none | humaneval_plus mbpp_sanitized mbpp_plus "
+                "multipl_e humaneval_infilling cruxeval gsm8k)"})
+    license_detector: str = field(default="rules", metadata={
+        "help": "license text detector: rules | scancode (pip install 'domainfm[licenses]')"})
+    pii_model: str = field(default="", metadata={
+        "help": "local token-classification model folder (StarPII-style) to redact names; never downloads"})
     files_per_shard: int = field(default=2000, metadata={"help": "files per shard (resumable unit)"})
     keep_work: bool = field(default=False, metadata={"help": "keep intermediate shards under OUT/.work"})
 

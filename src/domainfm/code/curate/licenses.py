@@ -299,7 +299,7 @@ def _pkg_info(text: str, detector: TextDetector) -> set[str]:
     out: set[str] = set()
     for cl in msg.get_all("Classifier") or []:
         parts = [p.strip() for p in cl.split("::")]
-        if parts[0] != "License" or len(parts) < 2 or parts[-1] == "OSI Approved":
+        if parts[0] != "License" or len(parts) < 2 or parts[-1] in ("OSI Approved", "DFSG approved"):
             continue
         out.add(guess_free_text(parts[-1]))
     value = (msg.get("License") or "").strip()

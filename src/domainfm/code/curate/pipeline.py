@@ -182,6 +182,10 @@ def finalize(work: Path, plan: dict[str, Any], s1: list[dict], s2: dict, s3: lis
     for summary in s3:
         for k, v in summary["pii"].items():
             pii[k] = pii.get(k, 0) + v
+    decontamination: dict[str, int] = {}
+    for summary in s3:
+        for k, v in summary.get("decontamination", {}).items():
+            decontamination[k] = decontamination.get(k, 0) + v
     last = steps[-1]
     result = {
         "files_in": read.n_in, "files_out": last.n_out, "bytes_in": read.bytes_in, "bytes_out": last.bytes_out,
@@ -195,7 +199,8 @@ def finalize(work: Path, plan: dict[str, Any], s1: list[dict], s2: dict, s3: lis
         "kinds": dict(sorted(kinds.items())), "sources": dict(sorted(sources.items())),
         "repos": len(plan["repos"]), "shards": len(plan["shards"]),
         "empty_repos": sorted({r for s in s1 for r in s["empty_repos"]}),
-        "dedup": s2, "pii": dict(sorted(pii.items())), "config": plan["config"],
+        "dedup": s2, "pii": dict(sorted(pii.items())),
+        "decontamination": dict(sorted(decontamination.items())), "config": plan["config"],
     }
     assert result["files_in"] + derived == result["files_out"] + sum(result["dropped"].values()), "files lost"
     tables = [pq.read_table(work / "s3" / f"pii-{r:05d}.parquet") for r in range(len(plan["shards"]))]

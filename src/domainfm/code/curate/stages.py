@@ -70,7 +70,7 @@ def load_plan(work: Path) -> dict[str, Any]:
 
 
 def _repo_records(spec: readers.RepoSpec, repo_idx: int, part: int, n_parts: int,
-                  max_size: int, empty: list[str]) -> Iterator[Record]:
+                  max_size: int, empty: list[str], detector: str = "rules") -> Iterator[Record]:
     commit = None
     if spec.kind == "dir":
         listing = readers.list_dir(spec)
@@ -89,7 +89,7 @@ def _repo_records(spec: readers.RepoSpec, repo_idx: int, part: int, n_parts: int
         raws = enumerate(raw_list)
     if not listing and part == 0:
         empty.append(spec.name)
-    lic = LicenseMap()
+    lic = LicenseMap(detector)
     for path, data in sorted(lic_texts.items()):
         text, _ = decode(data)
         if text is not None:
@@ -120,7 +120,8 @@ def stage1(work: str, rank: int, world_size: int) -> dict[str, Any]:
 
     def records() -> Iterator[Record]:
         for repo_idx, part, n_parts in plan["shards"][rank]:
-            yield from _repo_records(specs[repo_idx], repo_idx, part, n_parts, cfg.max_file_size, empty)
+            yield from _repo_records(specs[repo_idx], repo_idx, part, n_parts, cfg.max_file_size, empty,
+                                     cfg.license_detector)
 
     sources = SourceStep(cfg.notebooks, cfg.github_dir)
     steps: list[Step] = [Decode(), sources, LanguageFilter(cfg.languages or None),
@@ -176,14 +177,15 @@ class PIIStep(Step):
 
     name = "pii"
 
-    def __init__(self, table: list[dict[str, Any]], enabled: bool = True) -> None:
+    def __init__(self, table: list[dict[str, Any]], enabled: bool = True, ner: Any = None) -> None:
         self.table = table
         self.enabled = enabled
+        self.ner = ner  # optional token-classification model (pii_ner.NerPII)
         self.counts: Counter = Counter()
 
     def process(self, records: Iterable[Record], ctx: StepContext) -> Iterator[Record]:
         for rec in records:
-            spans = find_pii(rec["content"]) if self.enabled else []
+            spans = find_pii(rec["content"], path=rec["path"], ner=self.ner) if self.enabled else []
             if spans:
                 rec["content"] = redact(rec["content"], spans)
                 for s in spans:
@@ -200,12 +202,14 @@ class DecontamFilter(Filter):
 
     def __init__(self, decontaminator: Decontaminator) -> None:
         self.d = decontaminator
+        self.counts: Counter = Counter()  # files dropped per benchmark
 
     def filter(self, rec: Record) -> bool | tuple[bool, str]:
         item = self.d.match(rec["content"])
         if item is None:
             return True
         rec["_detail"] = f"{item.benchmark}:{item.item_id}:{item.field}"
+        self.counts[item.benchmark] += 1
         return False, "benchmark_contamination"
 
 
@@ -222,9 +226,16 @@ def stage3(work: str, rank: int, world_size: int) -> dict[str, Any]:
     sink = _Sink()
     ctx = StepContext(drop_sink=sink, rank=rank, world_size=world_size)
     pii_rows: list[dict[str, Any]] = []
-    items = load_items(cfg.humaneval, cfg.mbpp or None, cfg.decontaminate, cfg.decontaminate_field)
+    bench = cfg.decontam_benchmarks
+    items = load_items(cfg.humaneval, cfg.mbpp or None, cfg.decontaminate, cfg.decontaminate_field,
+                       benchmarks=None if bench == ["all"] else [b for b in bench if b != "none"])
+    ner = None
+    if cfg.pii_model:
+        from domainfm.code.curate.pii_ner import NerPII
+
+        ner = NerPII(cfg.pii_model)
     steps: list[Step] = [DedupFilter("exact_dedup", decisions), DedupFilter("near_dedup", decisions),
-                         PIIStep(pii_rows, cfg.pii), DecontamFilter(Decontaminator(items, cfg.decontam_min_chars))]
+                         PIIStep(pii_rows, cfg.pii, ner), DecontamFilter(Decontaminator(items, cfg.decontam_min_chars))]
 
     def rows() -> Iterator[Record]:
         for i, r in enumerate(read_parquet_rows([wd / "s1" / f"kept-{rank:05d}.parquet"])):
@@ -247,4 +258,4 @@ def stage3(work: str, rank: int, world_size: int) -> dict[str, Any]:
     write_parquet(wd / "s3" / f"pii-{rank:05d}.parquet", pii_rows, schema=sch["pii"])
     kill_point(f"s3-{rank}")
     return {"stats": ctx.stats.to_dict(), "languages": langs, "kinds": kinds,
-            "pii": dict(steps[2].counts)}  # type: ignore[attr-defined]
+            "pii": dict(steps[2].counts), "decontamination": dict(steps[3].counts)}  # type: ignore[attr-defined]
