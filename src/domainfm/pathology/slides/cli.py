@@ -8,8 +8,92 @@ import typer
 
 
 def register(app: typer.Typer) -> None:
-    """Add `tile` to the pathology app."""
+    """Add `tile`, `camelyon16` and `annotations` to the pathology app."""
     app.command("tile")(tile)
+    app.command("camelyon16")(camelyon16)
+    app.command("annotations")(annotations)
+
+
+def camelyon16(root: Path = typer.Argument(..., help="a Camelyon16-style folder (normal_*, tumor_*, test_* "
+                                           "slides, lesion_annotations/*.xml, reference.csv)"),
+               out: Path = typer.Option(..., "-o", "--out", help="labels CSV to write")) -> None:
+    """Labels CSV (slide_id, patient_id, label, cohort, slide_path, annotation) for `mil train` from the
+    Camelyon16 layout: normal_* = 0, tumor_* = 1 (cohort train), test_* from reference.csv (cohort test)."""
+    import csv
+
+    from domainfm.pathology.slides.annotations import camelyon16_rows
+
+    rows, dropped = camelyon16_rows(root)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with open(out, "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    for d in dropped:
+        typer.echo(f"dropped {d['slide_id']}: {d['reason']}")
+    for r in rows:
+        if r["note"]:
+            typer.echo(f"note {r['slide_id']}: {r['note']}")
+    n_pos = sum(r["label"] for r in rows)
+    typer.echo(f"{len(rows)} slides ({n_pos} tumour) -> {out}")
+
+
+def annotations(xml: Path = typer.Argument(..., help="ASAP XML annotation file (Camelyon16/17)"),
+                out: Path = typer.Option(..., "-o", "--out", help="output folder"),
+                coords: Path | None = typer.Option(None, "--coords", help="coords or feature .h5 (any layout): "  # noqa: UP007
+                                                   "write per-tile tumour fraction and label"),
+                scores: Path | None = typer.Option(None, "--scores", help="heatmap <id>_scores.csv (x, y, "  # noqa: UP007
+                                                   "score): localisation AUC inside vs outside"),
+                min_fraction: float = typer.Option(0.5, "--min-fraction",
+                                                   help="a tile is tumour when this much of it is annotated")) -> None:
+    """ASAP XML -> QuPath GeoJSON (+ tile labels for a coords file, + the localisation AUC of heatmap scores)."""
+    import csv
+    import json
+
+    import numpy as np
+
+    from domainfm.core.errors import UserError
+    from domainfm.core.io import atomic_write_text
+    from domainfm.pathology.slides.annotations import (
+        annotations_geojson,
+        localisation_auc,
+        read_asap_xml,
+        tile_labels,
+    )
+    from domainfm.pathology.slides.coords import read_coords
+
+    anns = read_asap_xml(xml)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / f"{xml.stem}.geojson", json.dumps(annotations_geojson(anns)))
+    typer.echo(f"{len(anns)} annotations -> {out / (xml.stem + '.geojson')}")
+    if coords is not None:
+        info = read_coords(coords)
+        if info.level0_size is None:
+            raise UserError(f"{coords}: the tile size in level-0 px is not recorded")
+        frac, lab = tile_labels(info.coords, info.level0_size, anns, min_fraction)
+        with open(out / f"{xml.stem}_tile_labels.csv", "w", newline="") as fh:
+            w = csv.writer(fh)
+            w.writerow(["x", "y", "tumour_fraction", "label"])
+            w.writerows([[int(c[0]), int(c[1]), round(float(f), 4), int(v)]
+                         for c, f, v in zip(info.coords, frac, lab, strict=True)])
+        typer.echo(f"{int(lab.sum())} of {len(lab)} tiles are tumour -> {out / (xml.stem + '_tile_labels.csv')}")
+    if scores is not None:
+        with open(scores, newline="") as fh:
+            rows = list(csv.DictReader(fh))
+        if not rows or not {"x", "y", "score"} <= set(rows[0]):
+            raise UserError(f"{scores}: expected columns x, y, score (a heatmap <id>_scores.csv)")
+        xy = np.array([[float(r["x"]), float(r["y"])] for r in rows])
+        s = np.array([float(r["score"]) for r in rows])
+        meta = scores.with_name(scores.name.replace("_scores.csv", "_heatmap.json"))
+        tile0 = json.loads(meta.read_text()).get("level0_tile_size") if meta.is_file() else None
+        if tile0 is None and coords is not None:
+            tile0 = read_coords(coords).level0_size
+        if tile0 is None:
+            raise UserError("give --coords (or keep the heatmap's _heatmap.json beside the scores) for the tile size")
+        res = localisation_auc(xy, s, float(tile0), anns, min_fraction)
+        atomic_write_text(out / f"{xml.stem}_localisation.json", json.dumps(res))
+        typer.echo(f"localisation AUC {res['auc']:.3f} ({res['n_inside']} tiles inside, "
+                   f"{res['n_outside']} outside, {res['n_partial']} partial left out)")
 
 
 def tile(
