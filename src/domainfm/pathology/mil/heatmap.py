@@ -1,5 +1,18 @@
 """Per-tile scores drawn on a slide: heatmap over the thumbnail (PNG), GeoJSON for QuPath, tile gallery.
 
+Colour scales (`--scale`):
+* ``calibrated`` (default): one fixed 0..1 scale shared by every slide, tied to the model's calibrated
+  output: each tile gets the slide's P(positive) times its share of the slide's evidence (its raw
+  score relative to the slide's strongest tile: attention / max attention, or min-max of logit-kind
+  scores), `calibrated_tile_scores`. The hottest tile of a slide is drawn at the slide's probability,
+  so a slide the model calls negative stays cool everywhere: a heatmap never looks hot just because
+  some tile is the hottest of its own slide. (A tile's P(positive) "alone", i.e. the model run on a
+  one-tile bag, was tried and rejected: such bags lie outside what ABMIL's or DSMIL's bag stream was
+  trained on, and tiles of negative slides came out at 0.98.)
+* ``rank``: per-slide percentile of the model's raw tile scores (as CLAM draws attention): shows
+  where, within one slide, the model looks; every slide then spans the whole scale.
+* ``minmax``: per-slide min-max of the raw tile scores.
+
 Geometry: tile i covers level-0 pixels [x, x + T) x [y, y + T) (T = level-0 tile size, (x, y) its
 top-left coordinate). On a thumbnail whose pixel spans `downsample` level-0 pixels, it covers
 [round(x / ds), round((x + T) / ds)) on each axis (at least one pixel), so adjacent tiles never
@@ -40,10 +53,38 @@ def score_map(coords: np.ndarray, scores: np.ndarray, tile_size: float, downsamp
         return np.where(cnt > 0, acc / np.maximum(cnt, 1), np.nan)
 
 
+SCALES = ("calibrated", "rank", "minmax")
+
+
+def calibrated_tile_scores(tile_scores: np.ndarray, slide_prob: float, kind: str = "logit") -> np.ndarray:
+    """(N,) values in [0, 1]: slide P(positive) x the tile's relative evidence (see the module docstring).
+
+    kind "attention": a_i / max_j a_j (negative values of an approximate attention row count as 0);
+    kind "logit": (s_i - min s) / (max s - min s), all tiles equal (1) when the scores are all equal."""
+    s = np.asarray(tile_scores, dtype=np.float64)
+    if len(s) == 0:
+        return s
+    if kind == "attention":
+        a = np.clip(s, 0.0, None)
+        rel = a / a.max() if a.max() > 0 else np.ones_like(a)
+    else:
+        lo, hi = float(s.min()), float(s.max())
+        rel = (s - lo) / (hi - lo) if hi > lo else np.ones_like(s)
+    return float(slide_prob) * rel
+
+
 def normalise(scores: np.ndarray, how: str = "rank") -> np.ndarray:
-    """Scores -> [0, 1]: "rank" (percentile, as CLAM draws attention) or "minmax"."""
+    """Scores -> [0, 1]: "calibrated" (already probabilities: clipped, never rescaled per slide), "rank"
+    (per-slide percentile, as CLAM draws attention) or "minmax" (per slide)."""
+    if how not in SCALES:
+        raise ValueError(f"unknown heatmap scale {how!r}; choose {', '.join(SCALES)}")
     s = np.asarray(scores, dtype=np.float64)
     if len(s) == 0:
+        return s
+    if how == "calibrated":  # calibrated_tile_scores values, drawn as they are: never rescaled per slide
+        if s.min() < 0.0 or s.max() > 1.0:
+            raise ValueError("the calibrated scale draws probabilities in [0, 1] (see calibrated_tile_scores); "
+                             "raw tile scores need scale 'rank' or 'minmax'")
         return s
     if how == "rank":
         order = np.argsort(np.argsort(s, kind="stable"), kind="stable")
@@ -86,7 +127,9 @@ def save_heatmap(thumbnail: Any, coords: np.ndarray, scores: np.ndarray, tile_si
     for ax in axes:
         ax.axis("off")
     sm = plt.cm.ScalarMappable(cmap="jet", norm=matplotlib.colors.Normalize(0, 1))
-    fig.colorbar(sm, ax=axes[1], fraction=0.04, label="score percentile" if normalise_how == "rank" else "score")
+    label = {"rank": "score percentile (per slide)", "minmax": "score (per-slide min-max)",
+             "calibrated": "P(positive), one scale for all slides"}[normalise_how]
+    fig.colorbar(sm, ax=axes[1], fraction=0.04, label=label)
     del im
     fig.tight_layout()
     with atomic_path(path) as tmp:
@@ -97,18 +140,20 @@ def save_heatmap(thumbnail: Any, coords: np.ndarray, scores: np.ndarray, tile_si
 
 
 def tiles_geojson(coords: np.ndarray, scores: np.ndarray, tile_size: float, name: str = "tile score",
-                  kind: str = "logit") -> dict[str, Any]:
+                  kind: str = "logit", extra: dict[str, np.ndarray] | None = None) -> dict[str, Any]:
     """A FeatureCollection of tile squares in level-0 pixels; QuPath imports them as detections whose
-    `measurements` can be coloured with Measure > Show measurement maps."""
+    `measurements` can be coloured with Measure > Show measurement maps (`extra`: more measurements)."""
     feats = []
     ranks = normalise(scores, "rank")
+    extra = extra or {}
     for i, ((x, y), s) in enumerate(zip(np.asarray(coords), np.asarray(scores, dtype=float), strict=True)):
         x, y, t = float(x), float(y), float(tile_size)
         ring = [[x, y], [x + t, y], [x + t, y + t], [x, y + t], [x, y]]
         feats.append({"type": "Feature", "id": f"tile-{i}",
                       "geometry": {"type": "Polygon", "coordinates": [ring]},
                       "properties": {"objectType": "detection", "name": f"tile {i}",
-                                     "measurements": {name: float(s), "percentile": float(ranks[i])},
+                                     "measurements": {name: float(s), "percentile": float(ranks[i]),
+                                                      **{k: float(v[i]) for k, v in extra.items()}},
                                      "score_kind": kind}})
     return {"type": "FeatureCollection", "features": feats}
 

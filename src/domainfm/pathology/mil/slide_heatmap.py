@@ -3,7 +3,9 @@
 Uses the slide and feature APIs of the other stages (CONTRACTS.md): `tile_slide` cuts the tiles at
 the resolution the model was trained on (recorded in the model folder) and writes the thumbnail and
 its downsample; `extract_slide_features` embeds them with the encoder recorded at train time; the
-MIL model scores every tile. Outputs in OUT: `<id>_heatmap.png` (+ `_overlay.png`),
+MIL model scores every tile. The heatmap shows by default calibrated scores (slide probability x each
+tile's relative evidence) on one colour scale shared by all slides (`scale="rank"` draws per-slide percentiles instead; see heatmap.py).
+Outputs in OUT: `<id>_heatmap.png` (+ `_overlay.png`),
 `<id>_tiles.geojson` (QuPath), `<id>_gallery.png` (top-k / bottom-k tiles), `<id>_scores.csv`.
 """
 
@@ -70,19 +72,29 @@ def tile_images(coords_h5: Path, slide: Path, keep: set[int], batch_size: int = 
 
 def slide_heatmap(model_dir: str | Path, slide: str | Path, out_dir: str | Path, *, encoder: str | None = None,
                   target_mpp: float | None = None, tile_size: int | None = None, slide_mpp: float | None = None,
-                  top_k: int = 8, device: str = "cpu", batch_size: int = 64) -> dict[str, Any]:
+                  top_k: int = 8, device: str = "cpu", batch_size: int = 64,
+                  scale: str = "calibrated") -> dict[str, Any]:
     import h5py
     from PIL import Image
 
     from domainfm.pathology.features.encoders import load_encoder
     from domainfm.pathology.features.extract import extract_slide_features
-    from domainfm.pathology.mil.heatmap import gallery, save_geojson, save_heatmap, top_bottom
+    from domainfm.pathology.mil.heatmap import (
+        SCALES,
+        calibrated_tile_scores,
+        gallery,
+        save_geojson,
+        save_heatmap,
+        top_bottom,
+    )
     from domainfm.pathology.mil.report import write_predictions
     from domainfm.pathology.mil.store import load_mil_model
     from domainfm.pathology.mil.train import predict
     from domainfm.pathology.slides import tile_slide
 
     slide, out = Path(slide), Path(out_dir)
+    if scale not in SCALES:
+        raise UserError(f"--scale {scale!r}: choose {', '.join(SCALES)}")
     if not slide.exists():
         raise UserError(f"slide not found: {slide}")
     model, meta = load_mil_model(model_dir, device)
@@ -123,17 +135,22 @@ def slide_heatmap(model_dir: str | Path, slide: str | Path, out_dir: str | Path,
     level0_tile = float(attrs.get("level0_tile_size") or attrs.get("tile_size"))
     thumb = Image.open(thumb_path).convert("RGB")
     kind = meta.get("tile_score_kind", "logit")
-    heat = save_heatmap(thumb, coords, scores, level0_tile, ds, out / f"{sid}_heatmap.png",
-                        title=f"{meta['model']} {kind} (P(pos)={probs[0]:.2f})")
-    geo = save_geojson(coords, scores, level0_tile, out / f"{sid}_tiles.geojson", kind=kind)
+    # calibrated: probabilities on the slide prediction's scale (fixed 0..1 for all slides), see heatmap.py
+    p_tile = calibrated_tile_scores(scores, float(probs[0]), kind)
+    drawn = p_tile if scale == "calibrated" else scores
+    what = "calibrated P(positive)" if scale == "calibrated" else f"{kind} ({scale})"
+    heat = save_heatmap(thumb, coords, drawn, level0_tile, ds, out / f"{sid}_heatmap.png", normalise_how=scale,
+                        title=f"{meta['model']} {what}, slide P(pos)={probs[0]:.2f}")
+    geo = save_geojson(coords, scores, level0_tile, out / f"{sid}_tiles.geojson", kind=kind,
+                       extra={"p_tile": p_tile})
     top, bottom = top_bottom(scores, top_k)
     ims = tile_images(coords_h5, slide, set(top.tolist()) | set(bottom.tolist()), batch_size)
     gal = gallery([ims[i] for i in top], [float(scores[i]) for i in top], [ims[i] for i in bottom],
                   [float(scores[i]) for i in bottom], out / f"{sid}_gallery.png")
-    write_predictions(out / f"{sid}_scores.csv", [{"x": int(c[0]), "y": int(c[1]), "score": float(s)}
-                                                   for c, s in zip(coords, scores, strict=True)])
+    write_predictions(out / f"{sid}_scores.csv", [{"x": int(c[0]), "y": int(c[1]), "score": float(s), "p_tile": float(q)}
+                                                   for c, s, q in zip(coords, scores, p_tile, strict=True)])
     res = {"slide_id": sid, "score": float(probs[0]), "n_tiles": int(len(x)), "encoder": enc.name,
            "target_mpp": mpp, "tile_size": size, "heatmap": str(heat), "geojson": str(geo), "gallery": str(gal),
-           "thumbnail": str(thumb_path), "thumb_downsample": ds, "level0_tile_size": level0_tile}
+           "thumbnail": str(thumb_path), "thumb_downsample": ds, "level0_tile_size": level0_tile, "scale": scale}
     atomic_write_json(out / f"{sid}_heatmap.json", res)
     return res
