@@ -172,8 +172,9 @@ def heatmap(model: Path = typer.Option(..., "--model", help="model folder from `
             top_k: int = typer.Option(8, "--top-k", help="tiles in each row of the gallery"),
             device: str = typer.Option("cpu", "--device"),
             batch_size: int = typer.Option(64, "--batch-size"),
-            scale: str = typer.Option("calibrated", "--scale", help="calibrated (each tile's P(positive), one "
-                                      "0..1 scale for all slides), rank (per-slide percentile) or minmax"),
+            scale: str = typer.Option("calibrated", "--scale", help="calibrated (slide P(positive) x the tile's "
+                                      "relative evidence, one 0..1 scale for all slides), rank (per-slide "
+                                      "percentile) or minmax"),
             features: Path | None = typer.Option(None, "--features", help="use this slide's features from a "
                                                  "folder (ours, CLAM h5_files, TRIDENT features_*) instead of "
                                                  "tiling and extracting")) -> None:
