@@ -9,8 +9,9 @@ For every encoder (the given one, the same backbone randomly initialised, and `-
 local ImageNet weights file exists): `domainfm pathology extract --images` on PCam `train` and
 `valid` -> `domainfm pathology bags` (CV cohort from train, external cohort from valid) -> nested
 CV (`domainfm.pathology.mil.cv.train_and_evaluate`, the code behind `domainfm pathology mil train`)
-for every aggregator. Every step is skipped when its output exists (the CV caches each fold), so a
-killed run resumes. Each split is reduced before extraction to about what the bags can use (seeded
+for every aggregator. Every step is skipped when its output exists and was made with the same
+parameters (a key file beside it; other parameters are refused, never reused; the CV caches each fold
+under a key of every parameter), so a killed run resumes. Each split is reduced before extraction to about what the bags can use (seeded
 subsets; symlinks, nothing copied), which cuts
 the extraction time without changing the bags' composition rules (defaults: 7,000 normal + 1,200
 tumour train patches, all 1,500 normal + 500 tumour valid patches).
@@ -41,9 +42,25 @@ def run(argv: list[str]) -> None:
         raise SystemExit(f"command failed ({rc}): domainfm {' '.join(argv)}")
 
 
+def reuse(path: Path, key_file: Path, key: dict) -> bool:
+    """True if `path` exists and was made with `key`; refuses one made with other (or unknown) parameters."""
+    from domainfm.pathology.features.probe import check_cache_key
+
+    if not path.exists():
+        key_file.parent.mkdir(parents=True, exist_ok=True)
+        key_file.write_text(json.dumps(key, sort_keys=True))  # before the output: a killed run leaves no output
+        return False
+    try:
+        check_cache_key(path, key_file, json.loads(json.dumps(key, sort_keys=True)))
+    except Exception as exc:  # UserError: one line, no traceback
+        raise SystemExit(str(exc)) from None
+    return True
+
+
 def reduced_split(split_dir: Path, out: Path, n_normal: int, n_tumour: int, seed: int) -> Path:
     """An ImageFolder of symlinks to a seeded subset of a PCam split (0 = all of a class)."""
-    if (out / ".done").exists():
+    key = {"split": str(split_dir.resolve()), "n_normal": n_normal, "n_tumour": n_tumour, "seed": seed}
+    if reuse(out / ".done", out.with_name(out.name + ".key.json"), key):
         return out
     rng = np.random.default_rng(seed)
     for cls, n in (("0", n_normal), ("1", n_tumour)):
@@ -84,7 +101,7 @@ def main() -> None:
     ap.add_argument("--arch", default="resnet18", help="random-init architecture when the folder has no config")
     ap.add_argument("--imagenet", type=Path, default=None, help="local ImageNet weights file (optional)")
     ap.add_argument("-o", "--out", type=Path, default=Path("runs/mil_table"))
-    ap.add_argument("--models", default="meanpool,maxpool,chowder,abmil,dsmil")
+    ap.add_argument("--models", default="meanpool,maxpool,chowder,abmil,dsmil,clam-sb,transmil")
     ap.add_argument("--n-bags", type=int, default=160)
     ap.add_argument("--ext-bags", type=int, default=36)
     ap.add_argument("--bag-size", type=int, default=40)
@@ -122,7 +139,8 @@ def main() -> None:
         fdir = out / "features" / enc_name
         files = given.get(enc_name) or {split: fdir / split / "features.h5" for split in ("train", "valid")}
         for split, folder in (("train", train_dir), ("valid", valid_dir)):
-            if not files[split].is_file():
+            key = {"encoder": enc, "image_size": size, "images": str(folder.resolve())}
+            if enc_name not in given and not reuse(files[split], fdir / f"{split}.key.json", key):
                 torch.set_num_threads(threads)
                 run(["pathology", "extract", "--encoder", enc, "--images", str(folder), "-o", str(fdir / split),
                      "--batch-size", str(args.batch_size), "--workers", str(args.workers), "--device", "cpu"]
@@ -133,10 +151,10 @@ def main() -> None:
         lo, hi = (str(v) for v in args.positive_fraction)
         for split, n, prefix, seed in (("train", args.n_bags, "cv", args.seed), ("valid", args.ext_bags, "ext",
                                                                                    args.seed + 1)):
-            if not (bdir / split / "labels.csv").is_file():
-                run(["pathology", "bags", str(files[split]), "-o", str(bdir / split),
-                     "--n-bags", str(n), "--bag-size", str(args.bag_size), "--positive-fraction", lo, hi,
-                     "--seed", str(seed), "--prefix", prefix, "--cohort", split, "--patch-mpp", "0.972"])
+            # always rebuilt (deterministic, seconds); `bags` refuses a folder built with other parameters
+            run(["pathology", "bags", str(files[split]), "-o", str(bdir / split),
+                 "--n-bags", str(n), "--bag-size", str(args.bag_size), "--positive-fraction", lo, hi,
+                 "--seed", str(seed), "--prefix", prefix, "--cohort", split, "--patch-mpp", "0.972"])
         cohort = load_cohort(bdir / "train", bdir / "train" / "labels.csv")
         ext = load_cohort(bdir / "valid", bdir / "valid" / "labels.csv")
         for model in args.models.split(","):
