@@ -3,12 +3,19 @@
 Built on transformers `generate` (KV cache on), with what a harness needs around it: batches with left
 padding (prompts sorted by length to waste less padding, results returned in input order),
 `n_samples` per prompt, temperature / top-p sampling reproducible from `seed` (in a forked RNG, the
-caller's RNG is left untouched), stop strings checked while generating (a row stops as soon as its
-text contains one) and cut from the result, and the prompt never included in the result.
+caller's RNG is left untouched), stop strings ended by transformers' own `stop_strings` while
+generating and cut from the result (`stopping.apply_stop`), and the prompt never included in the result.
 
 FIM prompts follow StarCoder2 (PSM): ``<fim_prefix>PREFIX<fim_suffix>SUFFIX<fim_middle>``, built from token
 ids so the layout is exact; generation stops at `<|endoftext|>`, `<file_sep>` or any FIM token, and only
-the middle is returned.
+the middle is returned. With repository context (StarCoder2 paper, section 5.2) the prompt is
+``<repo_name>NAME<file_sep>PATH\nCODE...<file_sep><fim_prefix>PATH\nPREFIX<fim_suffix>SUFFIX<fim_middle>``:
+the file's path heads the prefix, as in training (`code/data/fim_rows.py`).
+
+Prompts longer than the model's context (minus `max_new_tokens`) are cut as text, never through the
+frame: context files go first (farthest first), then the prefix loses lines from its start and the
+suffix from its end (the suffix keeps at most a quarter of the room the prefix needs); every FIM
+token stays. Plain completions keep their end (the tokens next to the answer).
 """
 
 from __future__ import annotations
@@ -17,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from domainfm.code.generate.stopping import apply_stop
 from domainfm.core.errors import UserError, require
 from domainfm.core.progress import get_logger, progress
 
@@ -120,33 +128,122 @@ class Generator:
         enc = [self.tokenizer(p).input_ids for p in prompts]
         return self._run(enc, cfg, self._end_ids(fim=False))
 
-    def infill(self, prefixes: list[str], suffixes: list[str], cfg: GenerationConfig | None = None) -> list[list[str]]:
-        """`cfg.n_samples` middles per (prefix, suffix) pair, from a PSM FIM prompt; only the middle returned."""
+    def infill(self, prefixes: list[str], suffixes: list[str], cfg: GenerationConfig | None = None, *,
+               paths: list[str | None] | None = None, repo_name: str | None = None,
+               context_files: list[tuple[str, str]] | None = None) -> list[list[str]]:
+        """`cfg.n_samples` middles per (prefix, suffix) pair, from a PSM FIM prompt; only the middle returned.
+
+        `paths` (one per pair), `repo_name` and `context_files` ([(path, code)], other files of the
+        repository) give the StarCoder2 repository-level prompt (see `build_fim_prompt`)."""
         cfg = cfg or GenerationConfig()
         cfg.validate()
         if len(prefixes) != len(suffixes):
             raise UserError(f"{len(prefixes)} prefixes but {len(suffixes)} suffixes")
-        pre, suf, mid = self.fim_ids()
-        enc = [[pre, *self._encode_text(p), suf, *self._encode_text(s), mid] for p, s in zip(prefixes, suffixes, strict=True)]
+        if paths is not None and len(paths) != len(prefixes):
+            raise UserError(f"{len(prefixes)} prefixes but {len(paths)} paths")
+        budget = self._prompt_budget(cfg)
+        enc = [self.build_fim_prompt(p, s, max_len=budget, path=paths[i] if paths else None, repo_name=repo_name,
+                                     context_files=context_files)
+               for i, (p, s) in enumerate(zip(prefixes, suffixes, strict=True))]
         return self._run(enc, cfg, self._end_ids(fim=True))
 
-    def build_fim_prompt(self, prefix: str, suffix: str) -> list[int]:
+    def build_fim_prompt(self, prefix: str, suffix: str, *, max_len: int | None = None, path: str | None = None,
+                         repo_name: str | None = None, context_files: list[tuple[str, str]] | None = None
+                         ) -> list[int]:
+        """Token ids of a PSM FIM prompt, `[<fim_prefix>, *PREFIX, <fim_suffix>, *SUFFIX, <fim_middle>]`.
+
+        With `path`, `repo_name` or `context_files`, the StarCoder2 repository-level layout:
+        ``<repo_name>NAME`` + ``<file_sep>PATH\\nCODE`` per context file + ``<file_sep><fim_prefix>PATH\\nPREFIX
+        <fim_suffix>SUFFIX<fim_middle>``. `max_len` bounds the prompt's tokens: context files are dropped
+        (farthest first), then the prefix text loses lines from its start and the suffix from its end;
+        the FIM tokens always stay."""
         pre, suf, mid = self.fim_ids()
-        return [pre, *self._encode_text(prefix), suf, *self._encode_text(suffix), mid]
+        repo = path is not None or repo_name is not None or bool(context_files)
+        head: list[int] = []
+        head_sep: list[int] = []
+        files: list[list[int]] = []
+        if repo:
+            rid, sep = self._token_id("<repo_name>"), self._token_id("<file_sep>")
+            if rid is None or sep is None:
+                raise UserError(f"{self.model_dir}: the tokenizer has no <repo_name>/<file_sep> for repository context")
+            head = [rid, *self._encode_text(repo_name or "")]
+            files = [[sep, *self._encode_text(f"{p}\n{c}")] for p, c in context_files or []]
+            head_sep = [sep]
+        lead = f"{path}\n" if path is not None else ""
+
+        def build(prefix_text: str, suffix_text: str) -> list[int]:
+            body = [pre, *self._encode_text(lead + prefix_text), suf, *self._encode_text(suffix_text), mid]
+            return [*head, *(t for f in files for t in f), *head_sep, *body] if repo else body
+
+        ids = build(prefix, suffix)
+        if max_len is None or len(ids) <= max_len:
+            return ids
+        while files and len(ids) > max_len:  # context first: the farthest file goes first
+            files.pop(0)
+            ids = build(prefix, suffix)
+        if len(ids) <= max_len:
+            return ids
+        frame = len(build("", ""))
+        room = max_len - frame
+        if room < 0:
+            raise UserError(f"the FIM frame alone ({frame} tokens with path and repository name) is longer than "
+                            f"the {max_len} tokens left for the prompt")
+        n_pre, n_suf = len(self._encode_text(prefix)), len(self._encode_text(suffix))
+        keep_suf = min(n_suf, max(room - n_pre, room // 4))  # the prefix, next to the hole, comes first
+        prefix, suffix = self._tail_text(prefix, room - keep_suf), self._head_text(suffix, keep_suf)
+        ids = build(prefix, suffix)
+        while len(ids) > max_len:  # re-tokenising at the new edges may add a token or two
+            prefix = self._tail_text(prefix, len(self._encode_text(prefix)) - 1) if prefix else prefix
+            suffix = suffix if prefix else self._head_text(suffix, len(self._encode_text(suffix)) - 1)
+            ids = build(prefix, suffix)
+        return ids
+
+    def _tail_text(self, text: str, n: int) -> str:
+        """The end of `text` in at most about `n` tokens, starting at a line start where one is in reach."""
+        if n <= 0:
+            return ""
+        enc = self.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+        if len(enc.input_ids) <= n:
+            return text
+        start = enc.offset_mapping[len(enc.input_ids) - n][0]
+        nl = text.find("\n", start)
+        if 0 <= nl < len(text) - 1 and text[start - 1:start] != "\n":
+            start = nl + 1  # whole lines: the prompt starts at a line start
+        return text[start:]
+
+    def _head_text(self, text: str, n: int) -> str:
+        """The start of `text` in at most about `n` tokens, ending at a line end where one is in reach."""
+        if n <= 0:
+            return ""
+        enc = self.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+        if len(enc.input_ids) <= n:
+            return text
+        end = enc.offset_mapping[n - 1][1]
+        nl = text.rfind("\n", 0, end)
+        return text[:nl + 1] if nl > 0 else text[:end]
 
     def _encode_text(self, text: str) -> list[int]:
         return self.tokenizer(text, add_special_tokens=False).input_ids if text else []
 
+    def _prompt_budget(self, cfg: GenerationConfig) -> int | None:
+        """Tokens a prompt may have: the model's context minus `max_new_tokens` (None: no known limit)."""
+        max_pos = getattr(self.model.config, "max_position_embeddings", None) or getattr(self.model.config,
+                                                                                         "n_positions", None)
+        if not max_pos:
+            return None
+        budget = max_pos - cfg.max_new_tokens
+        if budget < 1:
+            raise UserError(f"max_new_tokens {cfg.max_new_tokens} >= the model's context {max_pos}")
+        return budget
+
     # ---- the loop ------------------------------------------------------------------------------
     def _run(self, enc: list[list[int]], cfg: GenerationConfig, end_ids: list[int]) -> list[list[str]]:
         torch = require("torch", "code")
-        max_pos = getattr(self.model.config, "max_position_embeddings", None) or getattr(self.model.config,
-                                                                                         "n_positions", None)
-        if max_pos:
-            budget = max_pos - cfg.max_new_tokens
-            if budget < 1:
-                raise UserError(f"max_new_tokens {cfg.max_new_tokens} >= the model's context {max_pos}")
-            enc = [ids[-budget:] for ids in enc]  # keep the end of over-long prompts (next to the answer)
+        budget = self._prompt_budget(cfg)
+        if budget is not None:
+            # plain completions: keep the end of an over-long prompt (next to the answer); FIM prompts
+            # were already fitted as text by `build_fim_prompt`, so this never cuts their frame
+            enc = [ids[-budget:] for ids in enc]
         # one work item per (prompt, sample); sorted by length so a batch wastes little padding
         items = sorted(((len(ids), i, s) for i, ids in enumerate(enc) for s in range(cfg.n_samples)),
                        key=lambda t: (-t[0], t[1], t[2]))
@@ -179,10 +276,9 @@ class Generator:
             kwargs.update(temperature=cfg.temperature, top_p=cfg.top_p, top_k=0)
         else:
             kwargs.update(temperature=None, top_p=None, top_k=None)
-        if cfg.stop:
-            from domainfm.code.generate.stopping import stop_criteria
-
-            kwargs["stopping_criteria"] = stop_criteria(tok, cfg.stop, width)
+        stops = [x for x in cfg.stop if x]
+        if stops:  # transformers' StopStringCriteria: a row ends once its text ends with a stop string
+            kwargs.update(stop_strings=stops, tokenizer=tok)
         devices = [torch.device(self.device).index or 0] if str(self.device).startswith("cuda") else []
         with torch.random.fork_rng(devices=devices), torch.inference_mode():
             torch.manual_seed(seed)
@@ -195,8 +291,4 @@ class Generator:
         return texts
 
 
-def apply_stop(text: str, stop: list[str]) -> str:
-    """Cut `text` at the earliest occurrence of any stop string."""
-    cut = min((k for s in stop if s and (k := text.find(s)) >= 0), default=len(text))
-    return text[:cut]
-
+__all__ = ["GenerationConfig", "Generator", "apply_stop"]

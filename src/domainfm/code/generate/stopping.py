@@ -1,29 +1,15 @@
-"""Stop strings checked during generation: a row stops as soon as its new text contains one."""
+"""The project's one stop-truncation function (generation, serving and evaluation all cut with it).
+
+While generating, transformers' own `stop_strings` (`StopStringCriteria`) ends a row as soon as its
+text ends with a stop string; this function then cuts the decoded text at the first one.
+"""
 
 from __future__ import annotations
 
-from typing import Any
-
-from domainfm.core.errors import require
+from collections.abc import Iterable
 
 
-def stop_criteria(tokenizer: Any, stop: list[str], prompt_width: int) -> Any:
-    """A `StoppingCriteriaList` that marks each row done once its generated text holds a stop string.
-
-    Only the generated part (after `prompt_width`) is decoded, and only its tail: a stop string of n
-    characters spans at most n + 1 tokens (plus a few for multi-byte characters split over tokens).
-    """
-    transformers = require("transformers", "code")
-    torch = require("torch", "code")
-    stops = [s for s in stop if s]
-    tail = max(len(s) for s in stops) + 4
-
-    class StopOnStrings(transformers.StoppingCriteria):
-        def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
-            # input_ids: (B, prompt_width + generated so far) -> (B,) bool, True = this row is finished
-            new = input_ids[:, prompt_width:]
-            done = [any(s in tokenizer.decode(row[-tail:], skip_special_tokens=False) for s in stops)
-                    for row in new.tolist()]
-            return torch.tensor(done, dtype=torch.bool, device=input_ids.device)
-
-    return transformers.StoppingCriteriaList([StopOnStrings()])
+def apply_stop(text: str, stop: Iterable[str]) -> str:
+    """Cut `text` at the earliest occurrence of any stop string (not kept); empty stop strings are ignored."""
+    cut = min((k for s in stop if s and (k := text.find(s)) >= 0), default=len(text))
+    return text[:cut]
