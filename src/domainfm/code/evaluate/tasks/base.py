@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from domainfm.code.evaluate.sandbox import Program
+from domainfm.code.generate.stopping import apply_stop
 from domainfm.core.errors import UserError
 from domainfm.core.io import sha256_file
 
@@ -92,14 +93,9 @@ class Task:
                 "stop": list(self.stop), "files": list(self.files)}
 
 
-def truncate_at_stop(text: str, stop: tuple[str, ...] | list[str]) -> str:
-    """Cut `text` at the earliest stop sequence (the stop itself is not kept)."""
-    cut = len(text)
-    for s in stop:
-        i = text.find(s)
-        if i != -1:
-            cut = min(cut, i)
-    return text[:cut]
+# cut `text` at the earliest stop sequence (not kept): the project's one stop-truncation function,
+# shared with generation and serving (code/generate/stopping.py)
+truncate_at_stop = apply_stop
 
 
 def read_jsonl_any(path: Path) -> list[dict[str, Any]]:
