@@ -97,6 +97,17 @@ class ServerState:
         return min(limit, self.context) if self.context else limit
 
 
+def _rss_mb() -> float | None:
+    """This process's resident memory (Linux /proc), for leak checks; None elsewhere."""
+    import os
+
+    try:
+        with open("/proc/self/statm") as f:
+            return round(int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2 ** 20, 1)
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 def _error(exc: APIError) -> Any:
     return JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers)
 
@@ -195,7 +206,8 @@ def create_app(cfg: ServeConfig, load_in_background: bool = True) -> Any:
         eng = state.engine
         assert eng is not None
         return {"status": "ok", "model": state.model_name, "queue_depth": eng.queue_depth,
-                "running": eng.running, "cache_width": eng.cache_width, "peak_running": eng.peak_running}
+                "running": eng.running, "cache_width": eng.cache_width, "peak_running": eng.peak_running,
+                "rss_mb": _rss_mb()}
 
     @app.get("/metrics", response_class=PlainTextResponse)
     async def metrics() -> Any:
