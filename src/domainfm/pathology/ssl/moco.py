@@ -147,8 +147,13 @@ class MoCo(nn.Module):
     def momentum_update(self) -> None:
         """theta_k <- m * theta_k + (1 - m) * theta_q (parameters only; BN stats are the key encoder's own)."""
         m = self.momentum
-        for pk, pq in zip(self.encoder_k.parameters(), self.encoder_q.parameters(), strict=True):
-            pk.mul_(m).add_(pq.detach(), alpha=1 - m)
+        pk = list(self.encoder_k.parameters())
+        pq = [p.detach() for p in self.encoder_q.parameters()]
+        if len(pk) != len(pq):  # pragma: no cover - the encoders are deep copies
+            raise RuntimeError("query and key encoders differ")
+        # two fused multi-tensor kernels instead of two small kernels per parameter
+        torch._foreach_mul_(pk, m)
+        torch._foreach_add_(pk, pq, alpha=1 - m)
 
     @torch.no_grad()
     def dequeue_and_enqueue(self, keys: torch.Tensor) -> None:

@@ -296,7 +296,8 @@ def _train(cfg: MocoConfig, stop_at_step: int | None, rank: int, world: int, dev
 
     model, width = build_model(cfg, world)
     model.to(device)
-    if cfg.channels_last:
+    channels_last = device.startswith("cuda") if cfg.channels_last is None else cfg.channels_last
+    if channels_last:
         model = model.to(memory_format=torch.channels_last)
     base_lr = cfg.lr or 0.03 * global_batch / 256  # MoCo's rule on the global batch (all ranks together)
     opt = torch.optim.SGD(model.encoder_q.parameters(), lr=base_lr, momentum=cfg.sgd_momentum,
@@ -361,8 +362,9 @@ def _train(cfg: MocoConfig, stop_at_step: int | None, rank: int, world: int, dev
         tiles = cache.batch(idx)  # (B, S0, S0, 3) uint8
         if device.startswith("cuda"):
             tiles = tiles.pin_memory()
-        im_q = augment_batch(tiles, aug, g, device)
-        im_k = augment_batch(tiles, aug, g, device)
+        fmt = torch.channels_last if channels_last else torch.contiguous_format
+        im_q = augment_batch(tiles, aug, g, device).contiguous(memory_format=fmt)
+        im_k = augment_batch(tiles, aug, g, device).contiguous(memory_format=fmt)
         lr = lr_at(step, state["total"], base_lr, cfg.warmup_steps)
         for grp in opt.param_groups:
             grp["lr"] = lr
