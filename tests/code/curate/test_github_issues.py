@@ -239,7 +239,9 @@ def test_curation_of_a_repository_github_folder(tmp_path):
     api = repo / ".github-api"
     (api / "issues").mkdir(parents=True)
     (api / "pulls").mkdir()
-    (api / "issues" / "1347.json").write_text(json.dumps({"issue": ISSUE, "comments": COMMENTS}, indent=2))
+    mail = {"id": 1973310006, "user": CAROL, "created_at": "2024-03-06T08:00:00Z", "author_association": "NONE",
+            "body": "If you need a reproducer, write to carol.kowalski@posteo.de and I'll send the notebook."}
+    (api / "issues" / "1347.json").write_text(json.dumps({"issue": ISSUE, "comments": COMMENTS + [mail]}, indent=2))
     (api / "issues" / "1350.json").write_text(json.dumps({"issue": dict(ISSUE, body="Crash.", number=1350),
                                                           "comments": []}))
     (api / "pulls" / "1348.json").write_text(json.dumps({"pull_request": PULL, "comments": PR_COMMENTS,
@@ -257,6 +259,9 @@ def test_curation_of_a_repository_github_folder(tmp_path):
     assert stats["sources"]["github_threads_in"] == 5
     data = {r["kind"]: r for r in pq.read_table(out / "data").to_pylist()}
     assert set(data) == {"file", "issue", "pull_request"}
-    assert data["issue"]["content"] == ISSUE_TEXT and data["issue"]["language"] == "GitHub Issues"
+    # PII redaction applies to threads too: the e-mail address in the last comment is gone
+    assert data["issue"]["content"] == ISSUE_TEXT + "<issue_comment>username_2: If you need a reproducer, write " \
+                                                    "to <EMAIL> and I'll send the notebook."
+    assert data["issue"]["language"] == "GitHub Issues" and data["issue"]["n_redactions"] == 1
     assert data["pull_request"]["content"] == PR_TEXT and data["pull_request"]["path"] == ".github-api/pulls/1348.json"
     assert stats["kinds"]["issue"]["files"] == 1 and stats["kinds"]["pull_request"]["files"] == 1
