@@ -195,3 +195,16 @@ def test_pii_is_redacted_in_both_notebook_forms(nb_run):
     for r in forms:
         assert "maria.rossi@unimi.it" not in r["content"] and "<EMAIL>" in r["content"]
         assert r["n_redactions"] >= 1
+
+
+def test_odd_shapes_inside_valid_json_are_drops_not_crashes():
+    from domainfm.code.curate.sources import SourceStep
+    from domainfm.core.steps import StepContext
+
+    odd_nb = json.dumps({"cells": [], "metadata": "python", "nbformat": 4, "nbformat_minor": 5})
+    odd_issue = json.dumps({"issue": {"user": {"login": "a", "type": "User"}, "title": "t", "body": 5}, "comments": []})
+    recs = [{"path": "odd.ipynb", "content": odd_nb, "size": len(odd_nb)},
+            {"path": ".github-api/issues/9.json", "content": odd_issue, "size": len(odd_issue), "repo_name": "o/r"}]
+    ctx = StepContext()
+    assert list(SourceStep()(recs, ctx)) == []
+    assert dict(ctx.stats.step("sources").dropped) == {"corrupt_notebook": 1, "malformed_github_thread": 1}

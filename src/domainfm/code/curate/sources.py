@@ -57,6 +57,10 @@ class SourceStep(Step):
             rec["_detail"] = str(exc)
             ctx.drop(rec, self.name, exc.reason)
             return
+        except (TypeError, AttributeError, KeyError, ValueError) as exc:  # valid JSON, odd shapes inside
+            rec["_detail"] = f"{type(exc).__name__}: {str(exc)[:200]}"
+            ctx.drop(rec, self.name, "corrupt_notebook")
+            return
         for missing in (forms.script_missing, forms.structured_missing):
             if missing:
                 self.counts[f"notebook_{missing}"] += 1
@@ -75,6 +79,10 @@ class SourceStep(Step):
             kind, text = github.format_thread(rec["content"], rec.get("repo_name") or "")
         except github.ThreadDropped as exc:
             ctx.drop(rec, self.name, exc.reason)
+            return
+        except (TypeError, AttributeError, KeyError, ValueError) as exc:  # GitHub-like JSON of another shape
+            rec["_detail"] = f"{type(exc).__name__}: {str(exc)[:200]}"
+            ctx.drop(rec, self.name, "malformed_github_thread")
             return
         lang = github.ISSUE_LANGUAGE if kind == "issue" else github.PR_LANGUAGE
         yield self._derived(rec, kind, text, lang)
