@@ -7,12 +7,17 @@ from pathlib import Path
 
 import pytest
 
+from domainfm.code.evaluate.harness import check_completions
 from domainfm.code.evaluate.sandbox import Program, Sandbox
 from domainfm.code.evaluate.tasks import TASKS, Task, get_task
 from domainfm.core.errors import UserError
 
 EXPECTED_COUNTS = {
     "humaneval": 164, "humaneval-plus": 164, "humaneval-plus-mini": 164, "mbpp": 500, "mbpp-plus": 399,
+    # MultiPL-E HumanEval, reworded (the counts of the data README)
+    "multiple-cpp": 161, "multiple-java": 158, "multiple-go": 154, "multiple-rs": 156, "multiple-sh": 158,
+    "multiple-lua": 161, "multiple-rb": 161, "multiple-php": 161, "multiple-ts": 159, "multiple-pl": 161,
+    "multiple-r": 161, "multiple-d": 156, "multiple-jl": 159, "multiple-swift": 158, "multiple-scala": 160,
     "multiple-js": 161, "humaneval-fim-single-line": 1033, "humaneval-fim-multi-line": 5815,
     "humaneval-fim-random-span": 1640, "humaneval-fim-random-span-light": 164, "fim-humaneval-py": 1141,
     "cruxeval-o": 800, "gsm8k-pal": 1319,
@@ -48,11 +53,7 @@ def test_task_loads_real_data_with_checksums(name: str, data_dir: Path) -> None:
 
 
 def _check(sandbox: Sandbox, task: Task, pairs: list[tuple]) -> list[bool]:
-    programs = [task.program(p, c) for p, c in pairs]
-    if all(pr is None for pr in programs):
-        return [bool(task.exact_match(p, c)) for p, c in pairs]
-    res = sandbox.run_many(programs, workers=4)
-    return [r.passed for r in res]
+    return [r.passed for r in check_completions(task, pairs, sandbox, workers=4)]
 
 
 @pytest.mark.parametrize("name,k", [
@@ -66,15 +67,18 @@ def test_references_pass_and_wrong_answers_fail(name: str, k: int, data_dir: Pat
     assert len(problems) == k
     ok = _check(sandbox, task, [(p, p.reference) for p in problems])
     assert all(ok), [p.task_id for p, good in zip(problems, ok, strict=True) if not good]
-    wrong = {"cruxeval-o": "'definitely not the output'", "gsm8k-pal": "    return -123456.5\n",
-             "fim-humaneval-py": "pass"}.get(name, "    return 'wrong'\n")
+    wrong = {"cruxeval-o": "'definitely not the output'", "gsm8k-pal": "def solution():\n    return -123456.5\n",
+             "fim-humaneval-py": "pass",
+             # HumanEval(+) is prompted with prompt.strip() (bigcode): a completion starts on a new line
+             "humaneval-plus": "\n    return 'wrong'\n", "humaneval-plus-mini": "\n    return 'wrong'\n",
+             }.get(name, "    return 'wrong'\n")
     bad = _check(sandbox, task, [(p, wrong) for p in problems[:3]])
     assert not any(bad)
 
 
 def test_multiple_js_runs_in_node(data_dir: Path, sandbox: Sandbox) -> None:
     task = get_task("multiple-js")
-    by_name = {p.task_id: p for p in task.load(data_dir).problems}
+    by_name = {p.task_id: task.as_samples_problem(p) for p in task.load(data_dir).problems}
     pairs = [(by_name[n], c) for n, c in JS_REFERENCES.items()]
     assert all(_check(sandbox, task, pairs))
     assert not any(_check(sandbox, task, [(p, "  return 42;\n}\n") for p, _ in pairs[:2]]))
@@ -105,12 +109,12 @@ def test_missing_data_file_is_one_line_error(tmp_path: Path) -> None:
 
 def test_evalplus_per_input_time_limit(data_dir: Path, sandbox: Sandbox) -> None:
     task = get_task("humaneval-plus-mini")
-    p = task.load(data_dir).problems[0]
+    p = task.as_samples_problem(task.load(data_dir).problems[0])
     slow = "    import time\n    time.sleep(3)\n" + p.reference
-    res = sandbox.run(task.program(p, slow))
-    assert not res.passed and "time limit" in res.detail and "input #0" in res.detail
     swallow = "    try:\n        import time; time.sleep(3)\n    except Exception:\n        pass\n" + p.reference
-    assert "time limit" in sandbox.run(task.program(p, swallow)).detail
+    res, res2 = check_completions(task, [(p, slow), (p, swallow)], sandbox)
+    assert not res.passed and "time limit" in res.detail and "input #0" in res.detail
+    assert "time limit" in res2.detail
 
 
 def test_mbpp_plus_argument_types_and_special_outputs(data_dir: Path, sandbox: Sandbox) -> None:

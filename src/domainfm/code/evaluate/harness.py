@@ -23,8 +23,8 @@ from typing import Any
 
 from domainfm.code.evaluate.generation import EndpointBackend, GenParams, LocalBackend
 from domainfm.code.evaluate.report import score_task, write_outputs
-from domainfm.code.evaluate.sandbox import Sandbox, SandboxLimits
-from domainfm.code.evaluate.tasks import Problem, Task, get_task
+from domainfm.code.evaluate.sandbox import ExecResult, Sandbox, SandboxLimits
+from domainfm.code.evaluate.tasks import Problem, Task, expand_task_names, get_task
 from domainfm.core.errors import UserError
 from domainfm.core.io import atomic_write_json
 from domainfm.core.progress import get_logger, progress
@@ -159,6 +159,8 @@ def execute(task: Task, problems: dict[str, Problem], rows: list[dict], sandbox:
     cached = {c["key"]: c for c in _read_partial(ex_path)}
     results: list[dict | None] = [None] * len(rows)
     programs = []
+    todo = {r["task_id"] for i, r in enumerate(rows) if key(i, r) not in cached}
+    task.prepare([problems[t] for t in problems if t in todo], sandbox, workers)  # e.g. EvalPlus's expected outputs
     for i, r in enumerate(rows):
         p = problems[r["task_id"]]
         em = task.exact_match(p, r["completion"])
@@ -182,6 +184,7 @@ def execute(task: Task, problems: dict[str, Problem], rows: list[dict], sandbox:
     bar = progress(total=n_run, desc=f"execute {task.name}", unit="sample")
 
     def on_done(i: int, res: Any) -> None:
+        res = task.judge(problems[rows[i]["task_id"]], rows[i]["completion"], res)
         results[i] = {**results[i], "passed": res.passed, "result": res.result}  # type: ignore[dict-item]
         _append_jsonl(ex_path, [{"key": key(i, rows[i]), "passed": res.passed, "result": res.result,
                                  "exact_match": results[i].get("exact_match")}], lock)  # type: ignore[union-attr]
@@ -198,15 +201,16 @@ def evaluate(cfg: EvalConfig) -> dict[str, Any]:
     sources = [x for x in (cfg.model, cfg.endpoint, cfg.samples) if x]
     if len(sources) != 1:
         raise UserError("give exactly one of: a MODEL folder, --endpoint URL, or --samples FILE.jsonl")
-    if cfg.samples and len(cfg.tasks) != 1:
-        raise UserError("--samples executes one task's completions; pass exactly one --tasks name")
     if cfg.n_samples < 1:
         raise UserError("--n-samples must be >= 1")
-    tasks = [get_task(n) for n in cfg.tasks]  # unknown names fail here, listing the known ones
+    tasks = [get_task(n) for n in expand_task_names(cfg.tasks)]  # unknown names fail here, listing the known
+    skipped = {t.name: why for t in tasks if (why := t.unavailable())}
+    if cfg.samples and len(tasks) != 1:
+        raise UserError("--samples executes one task's completions; pass exactly one --tasks name")
     out = Path(cfg.output)
     out.mkdir(parents=True, exist_ok=True)
     sandbox = Sandbox(SandboxLimits(), unsafe_local_execution=cfg.unsafe_local_execution)
-    if any(t.metric == "execution" for t in tasks):
+    if any(t.metric == "execution" and t.name not in skipped for t in tasks):
         sandbox.check()  # refuse (or warn loudly) before spending time on generation
     backend: Any = None
     if cfg.model:
@@ -217,6 +221,11 @@ def evaluate(cfg: EvalConfig) -> dict[str, Any]:
     scores: dict[str, Any] = {}
     meta_tasks: dict[str, Any] = {}
     for task in tasks:
+        if task.name in skipped:  # reported, never dropped silently
+            log.warning("%s: skipped: %s", task.name, skipped[task.name])
+            scores[task.name] = {"skipped": skipped[task.name]}
+            meta_tasks[task.name] = {"task": task.info(), "skipped": skipped[task.name]}
+            continue
         t0 = time.perf_counter()
         data = task.load(cfg.data_dir)
         problems = data.problems[: cfg.limit] if cfg.limit else data.problems
@@ -227,7 +236,8 @@ def evaluate(cfg: EvalConfig) -> dict[str, Any]:
         if cfg.samples:
             all_by_id = {p.task_id: p for p in data.problems}
             rows = read_samples(cfg.samples, task, all_by_id)
-            by_id = {tid: all_by_id[tid] for tid in dict.fromkeys(r["task_id"] for r in rows)}
+            # samples-file completions are relative to the benchmark's own (unstripped) prompt
+            by_id = {tid: task.as_samples_problem(all_by_id[tid]) for tid in dict.fromkeys(r["task_id"] for r in rows)}
         else:
             rows = generate(task, problems, backend, params, out)
         t_gen = time.perf_counter() - t0
@@ -244,10 +254,28 @@ def evaluate(cfg: EvalConfig) -> dict[str, Any]:
         }
         all_rows += [{"task": task.name, **r} for r in results]
         log.info("%s: %s", task.name, scores[task.name])
+    sandbox_meta = {"isolated": sandbox.isolated if sandbox._checked else None, "limits": asdict(sandbox.limits),
+                    "warm_sandboxes_started": sandbox.workers_started}
+    sandbox.close()
     metadata = {
         "model": backend.name if backend is not None else None, "samples_file": cfg.samples,
-        "config": asdict(cfg), "sandbox": {"isolated": sandbox.isolated if sandbox._checked else None,
-                                           "limits": asdict(sandbox.limits)},
+        "config": asdict(cfg), "sandbox": sandbox_meta,
         "tasks": meta_tasks,
     }
     return write_outputs(out, scores, metadata, all_rows)
+
+
+def check_completions(task: Task, pairs: list[tuple[Problem, str]], sandbox: Sandbox,
+                      workers: int = 2) -> list[ExecResult]:
+    """Run and judge (problem, completion) pairs exactly as `execute` does, without files (tests, benchmarks)."""
+    task.prepare(list({p.task_id: p for p, _ in pairs}.values()), sandbox, workers)
+    programs = [task.program(p, c) for p, c in pairs]
+    out: list[ExecResult] = []
+    ran = sandbox.run_many(programs, workers=workers) if any(pr is not None for pr in programs) else []
+    for i, (p, c) in enumerate(pairs):
+        if programs[i] is None:
+            em = bool(task.exact_match(p, c))
+            out.append(ExecResult("passed" if em else "failed", "" if em else "no exact match"))
+        else:
+            out.append(task.judge(p, c, ran[i]))  # type: ignore[arg-type]
+    return out

@@ -39,12 +39,15 @@ def score_task(task: Task, results: list[dict[str, Any]]) -> tuple[dict[str, flo
 
 def markdown_table(scores: dict[str, dict[str, float]], metadata: dict[str, Any]) -> str:
     cols = ["pass@1", "pass@10", "pass@100", "exact_match"]
-    used = [k for k in cols if any(k in s for s in scores.values())]
+    used = [k for k in cols if any(k in s for s in scores.values())] or ["pass@1"]
     head = "| task | problems | samples | " + " | ".join(used) + " |"
     sep = "|---|---:|---:|" + "---:|" * len(used)
     lines = [head, sep]
     for name, s in scores.items():
         m = metadata["tasks"][name]
+        if "skipped" in m:
+            lines.append(f"| {name} | skipped: {m['skipped']} | | " + " | ".join("" for _ in used) + " |")
+            continue
         vals = " | ".join(f"{100 * s[k]:.2f}" if k in s else "" for k in used)
         lines.append(f"| {name} | {m['n_problems']} | {m['n_samples']} | {vals} |")
     who = metadata.get("model") or metadata.get("samples_file")

