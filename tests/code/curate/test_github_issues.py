@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import copy
 import json
+import shutil
+import subprocess
 
 import pyarrow.parquet as pq
 import pytest
@@ -265,3 +267,24 @@ def test_curation_of_a_repository_github_folder(tmp_path):
     assert data["issue"]["language"] == "GitHub Issues" and data["issue"]["n_redactions"] == 1
     assert data["pull_request"]["content"] == PR_TEXT and data["pull_request"]["path"] == ".github-api/pulls/1348.json"
     assert stats["kinds"]["issue"]["files"] == 1 and stats["kinds"]["pull_request"]["files"] == 1
+
+
+@pytest.mark.skipif(shutil.which("git") is None, reason="git not installed")
+def test_threads_committed_in_a_git_repository(tmp_path):
+    repo = tmp_path / "widgets"
+    (repo / ".github-api" / "issues").mkdir(parents=True)
+    (repo / "README.md").write_text("# widgets\n\nResizable widgets for terminal user interfaces.\n")
+    (repo / ".github-api" / "issues" / "1347.json").write_text(json.dumps({"issue": ISSUE, "comments": COMMENTS}))
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@example.org", "-C", str(repo)]
+    subprocess.run(git + ["init", "-q"], check=True)
+    subprocess.run(git + ["remote", "add", "origin", "https://github.com/octo-org/widgets.git"], check=True)
+    subprocess.run(git + ["add", "-A"], check=True)
+    subprocess.run(git + ["commit", "-q", "-m", "init"], check=True)
+    (repo / ".github-api" / "issues" / "1400.json").write_text("{}")  # not committed: not read
+    out = tmp_path / "out"
+    assert main(["code", "curate", str(repo), "-o", str(out), "--no-humaneval", "--mbpp", "none"]) == 0
+    stats = json.loads((out / "stats.json").read_text())
+    assert stats["files_in"] == 2 and stats["sources"]["github_threads_in"] == 1
+    data = {r["kind"]: r for r in pq.read_table(out / "data").to_pylist()}
+    assert data["issue"]["content"] == ISSUE_TEXT and data["issue"]["repo_name"] == "octo-org/widgets"
+    assert data["issue"]["commit"] is not None
