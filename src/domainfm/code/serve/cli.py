@@ -65,6 +65,10 @@ def run(cfg: ServeConfig) -> None:
         def handle_exit(self, sig: int, frame: object) -> None:  # SIGTERM / SIGINT: stop taking requests
             state.draining = True
             super().handle_exit(sig, frame)
+            # uvicorn re-raises the signal after its graceful shutdown (exit status -15); a drained
+            # server exits 0 instead
+            if isinstance(getattr(self, "_captured_signals", None), list):
+                self._captured_signals.clear()
 
     server = Server(uvicorn.Config(app, host=cfg.host, port=cfg.port, log_level="warning",
                                    timeout_graceful_shutdown=int(cfg.shutdown_timeout)))
