@@ -172,3 +172,40 @@ def test_cli(pack_corpus_dir: Path, pack_tokenizer: Path, tmp_path: Path, capsys
     assert json.loads((out / "index.json").read_text()) == idx
     assert main(["code", "pack", str(tmp_path / "missing"), "--tokenizer", str(pack_tokenizer), "-o",
                  str(tmp_path / "q"), "--seq-len", "8"]) == 2
+
+
+def test_structured_notebooks_are_documents_with_their_tokens(pack_tokenizer: Path, tmp_path: Path) -> None:
+    """Before: every record was a file of its repository sample and `<jupyter_start>` & co. were tokenised
+    as text (several tokens each), so the model never saw StarCoder2's notebook tokens."""
+    import nbformat
+    from tokenizers import Tokenizer
+
+    from domainfm.code.curate.notebooks import convert
+    from domainfm.code.data.testing import stdlib_rows, write_corpus
+
+    nb = nbformat.v4.new_notebook(metadata={"kernelspec": {"name": "python3", "language": "python",
+                                                                  "display_name": "Python 3"}})
+    nb.cells = [nbformat.v4.new_markdown_cell("# Load the data"),
+                nbformat.v4.new_code_cell("import json\nrows = json.loads('[1, 2]')\nrows",
+                                          outputs=[nbformat.v4.new_output("execute_result", {"text/plain": "[1, 2]"},
+                                                                          execution_count=1)]),
+                nbformat.v4.new_markdown_cell("Sum them"), nbformat.v4.new_code_cell("sum(rows)")]
+    structured = convert(nbformat.writes(nb)).structured
+    assert structured and structured.startswith("<jupyter_start>")
+    rows = [{**r, "kind": "file"} for r in stdlib_rows(n_repos=2, files_per_repo=2, max_file_bytes=4000)]
+    repo = rows[0]["repo_name"]
+    rows.append({**rows[0], "path": "notebooks/load.ipynb", "kind": "notebook_structured", "content": structured,
+                 "language": "Jupyter Notebook", "size": len(structured)})
+    rows.append({**rows[0], "path": "doc.py", "kind": "file", "content": "S = '<jupyter_start><jupyter_code>'\n"})
+    corpus = write_corpus(tmp_path / "c", rows, n_shards=1)
+    out = tmp_path / "p"
+    pack_corpus(corpus, pack_tokenizer, out, seq_len=SEQ, seed=0, val_fraction=0.0, fim_rate=0.0)
+    idx = read_index(out)
+    tok = Tokenizer.from_file(str(pack_tokenizer / "tokenizer.json"))
+    ids = np.fromfile(out / idx["splits"]["train"]["shards"][0]["file"], dtype=idx["dtype"])
+    count = {t: int((ids == tok.token_to_id(t)).sum()) for t in
+             ("<jupyter_start>", "<jupyter_text>", "<jupyter_code>", "<jupyter_output>", "<|endoftext|>")}
+    assert count == {"<jupyter_start>": 1, "<jupyter_text>": 2, "<jupyter_code>": 2, "<jupyter_output>": 2,
+                     "<|endoftext|>": idx["splits"]["train"]["n_repos"] + 1}  # the notebook: its own sample
+    sp = idx["splits"]["train"]
+    assert sp["n_docs_notebook_structured"] == 1 and sp["n_files"] == len(rows) and repo in sp["repos"]

@@ -30,9 +30,19 @@ from __future__ import annotations
 
 import hashlib
 import random
+import re
 from dataclasses import dataclass
 
-from domainfm.code.tokenizer.special import EOS, FILE_SEP, FIM_MIDDLE, FIM_PREFIX, FIM_SUFFIX, REPO_NAME
+from domainfm.code.tokenizer.special import (
+    EOS,
+    FILE_SEP,
+    FIM_MIDDLE,
+    FIM_PAD,
+    FIM_PREFIX,
+    FIM_SUFFIX,
+    REPO_NAME,
+    STARCODER2_SPECIAL_TOKENS,
+)
 
 
 @dataclass(frozen=True)
@@ -145,6 +155,23 @@ def repo_sample(repo_name: str, files: list[tuple[str, str]], seed: int, fim_rat
     if stats is not None:
         stats.with_meta += meta
     return out
+
+
+# curated record kinds that StarCoder2 trains as documents of their own, in formats written with its
+# special tokens (curate/notebooks.py, curate/github.py), rather than as files of a repository sample
+FORMAT_KINDS = ("notebook_structured", "issue", "pull_request")
+# the tokens those formats use (Jupyter, issue, PR and <repo_name>); EOS, FIM and <file_sep> stay text there
+FORMAT_TOKENS = [t for t in STARCODER2_SPECIAL_TOKENS
+                 if t not in (EOS, FIM_PREFIX, FIM_MIDDLE, FIM_SUFFIX, FIM_PAD, FILE_SEP)]
+_FORMAT_RE = re.compile("(" + "|".join(re.escape(t) for t in FORMAT_TOKENS) + ")")
+
+
+def format_sample(text: str) -> list[Piece]:
+    """A structured notebook / issue / pull request as one sample: its format tokens become single
+    special tokens (as in StarCoder2's data), the rest stays text; ends with `<|endoftext|>`."""
+    parts = _FORMAT_RE.split(text)  # odd indices: the tokens
+    out: list[Piece] = [Special(p) if i % 2 else p for i, p in enumerate(parts)]
+    return [p for p in out if p != ""] + [Special(EOS)]
 
 
 def render(pieces: list[Piece]) -> str:

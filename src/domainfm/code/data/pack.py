@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from domainfm.code.data.corpus import corpus_shards
-from domainfm.code.data.fim import SampleStats, Special, repo_sample
+from domainfm.code.data.fim import FORMAT_KINDS, SampleStats, Special, format_sample, repo_sample
 from domainfm.code.data.fim_rows import FimRowStats, FimTokenIds, fim_rows
 from domainfm.code.data.plan import NO_REPO, make_units, scan_repos, split_repos
 from domainfm.code.data.shards import token_dtype, write_index, write_shard
@@ -80,8 +80,8 @@ class PackTask:
         plan = json.loads((out / "_work" / "plan.json").read_text())
         unit, s = plan["units"][rank], plan["settings"]
         tok = load_tokenizer(s["tokenizer"])
-        ids = {t: tok.token_to_id(t) for t in (EOS, FIM_PREFIX, FIM_MIDDLE, FIM_SUFFIX, FIM_PAD, REPO_NAME,
-                                              FILE_SEP)}
+        # every StarCoder2 token the tokenizer has (the notebook / issue / PR formats use the others)
+        ids = {t: i for t in STARCODER2_SPECIAL_TOKENS if (i := tok.token_to_id(t)) is not None}
         rows = _read_rows([Path(f) for f in plan["corpus_files"]], unit["repos"])
         stats = SampleStats()
         empty = 0
@@ -90,21 +90,26 @@ class PackTask:
         n_chars = 0
         bar = progress(total=len(unit["repos"]), desc=f"pack {unit['file']}", unit="repo", leave=False) \
             if self.show_progress else contextlib.nullcontext()
+        docs = dict.fromkeys(FORMAT_KINDS, 0)
         for repo, refs in unit["repos"]:
-            files = []
+            files, formatted = [], []
             for fi, ri in refs:
-                path, content = rows[(fi, ri)]
+                path, content, kind = rows[(fi, ri)]
                 if content is None:
                     empty += 1  # null content: nothing to learn from; counted, not packed
-                    continue
-                files.append((path or "", content))
-            if not files:
-                continue
+                elif kind in FORMAT_KINDS:  # notebook (structured) / issue / PR: a document of its own
+                    formatted.append((path or "", content))
+                    docs[kind] += 1
+                else:
+                    files.append((path or "", content))
             name = "" if repo == NO_REPO else repo
-            # plain sample: FIM is applied per row below, after the stream is cut
-            pieces = repo_sample(name, files, s["seed"], 0.0, 0.0, s["repo_meta_rate"], stats)
-            batch.append(pieces)
-            n_chars += sum(len(p) for p in pieces if isinstance(p, str))
+            # plain samples: FIM is applied per row below, after the stream is cut
+            samples = [repo_sample(name, files, s["seed"], 0.0, 0.0, s["repo_meta_rate"], stats)] if files else []
+            samples += [format_sample(content) for _, content in sorted(formatted)]
+            if not samples:
+                continue
+            batch.extend(samples)
+            n_chars += sum(len(p) for pieces in samples for p in pieces if isinstance(p, str))
             if n_chars >= ENCODE_BATCH_CHARS:
                 chunks.append(_tokenise(tok, batch, ids))
                 batch, n_chars = [], 0
@@ -121,7 +126,7 @@ class PackTask:
         cuts = [slice(k * seq_len, min((k + 1) * seq_len, len(stream))) for k in range(n_seqs)]
         fim_ids = FimTokenIds(prefix=ids[FIM_PREFIX], middle=ids[FIM_MIDDLE], suffix=ids[FIM_SUFFIX],
                               pad=ids[FIM_PAD], eos=ids[EOS], file_sep=ids[FILE_SEP],
-                              blocked=frozenset(tok.token_to_id(t) for t in STARCODER2_SPECIAL_TOKENS))
+                              blocked=frozenset(ids.values()))
         # (n_seqs, seq_len): each row FIM-transformed, cut back or padded to seq_len
         seqs, fs = fim_rows(tok, [stream[c].astype(np.int64) for c in cuts], [path_sep[c] for c in cuts], fim_ids,
                             seq_len, s["seed"], unit["file"], s["fim_rate"], s["fim_fragment_rate"],
@@ -131,29 +136,33 @@ class PackTask:
         return {"split": unit["split"], "file": unit["file"], "n_seqs": int(n_seqs),
                 "n_tokens": int(n_seqs * seq_len - n_pad), "n_stream_tokens": int(len(stream)),
                 "n_pad_tokens": n_pad, "n_truncated_tokens": int(fs.truncated_tokens), "n_repos": len(unit["repos"]),
-                "n_files": stats.files, "n_null_content": empty, "fim_psm": fs.psm, "fim_spm": fs.spm,
+                "n_files": stats.files + sum(docs.values()), "n_null_content": empty,
+                **{f"n_docs_{k}": v for k, v in docs.items()}, "fim_psm": fs.psm, "fim_spm": fs.spm,
                 "fim_kept_plain": fs.kept_plain, "samples_with_meta": stats.with_meta,
                 "seconds": round(time.perf_counter() - t0, 3)}
 
 
-def _read_rows(files: list[Path], repos: list[list[Any]]) -> dict[tuple[int, int], tuple[str, str | None]]:
-    """(file_idx, row_idx) -> (path, content) for the rows of these repos, reading only their row groups."""
+def _read_rows(files: list[Path], repos: list[list[Any]]) -> dict[tuple[int, int], tuple[str, str | None, str]]:
+    """(file_idx, row_idx) -> (path, content, kind) for the rows of these repos, reading only their row
+    groups; `kind` is curate's record kind ("file" where the corpus has no `kind` column)."""
     pq = require("pyarrow.parquet", "code")
     wanted: dict[int, set[int]] = {}
     for _, refs in repos:
         for fi, ri in refs:
             wanted.setdefault(fi, set()).add(ri)
-    out: dict[tuple[int, int], tuple[str, str | None]] = {}
+    out: dict[tuple[int, int], tuple[str, str | None, str]] = {}
     for fi, rows in sorted(wanted.items()):
         pf = pq.ParquetFile(files[fi])
+        cols = ["path", "content"] + (["kind"] if "kind" in pf.schema_arrow.names else [])
         start = 0
         for g in range(pf.metadata.num_row_groups):
             n = pf.metadata.row_group(g).num_rows
             local = sorted(r - start for r in rows if start <= r < start + n)
             if local:
-                t = pf.read_row_group(g, columns=["path", "content"]).take(local)
-                for r, p, c in zip(local, t.column(0).to_pylist(), t.column(1).to_pylist(), strict=True):
-                    out[(fi, start + r)] = (p, c)
+                t = pf.read_row_group(g, columns=cols).take(local)
+                kinds = t.column(2).to_pylist() if len(cols) == 3 else ["file"] * len(local)
+                for r, p, c, k in zip(local, t.column(0).to_pylist(), t.column(1).to_pylist(), kinds, strict=True):
+                    out[(fi, start + r)] = (p, c, k or "file")
             start += n
     return out
 
@@ -161,6 +170,9 @@ def _read_rows(files: list[Path], repos: list[list[Any]]) -> dict[tuple[int, int
 def _tokenise(tok: Any, samples: list[list[Any]], ids: dict[str, int]) -> tuple[np.ndarray, np.ndarray]:
     """Token ids of a batch of samples, concatenated (text pieces via one `encode_batch` call), and a
     mask of the same length, True on each `<file_sep>` that a `PATH\\n` follows (samples with metadata)."""
+    # a format token this tokenizer lacks stays text
+    samples = [[p.token if isinstance(p, Special) and p.token not in ids else p for p in pieces]
+               for pieces in samples]
     texts = [p for pieces in samples for p in pieces if isinstance(p, str) and p]
     encs = iter(tok.encode_batch(texts, add_special_tokens=False))
     out: list[int] = []
@@ -256,7 +268,8 @@ def _build_index(plan: dict[str, Any], summaries: list[dict[str, Any]]) -> dict[
     for name in ("train", "val"):
         sums = [x for x in summaries if x["split"] == name]
         keys = ("n_seqs", "n_tokens", "n_stream_tokens", "n_pad_tokens", "n_truncated_tokens", "n_files",
-                "n_null_content", "fim_psm", "fim_spm", "fim_kept_plain", "samples_with_meta")
+                "n_null_content", "fim_psm", "fim_spm", "fim_kept_plain", "samples_with_meta",
+                *(f"n_docs_{k}" for k in FORMAT_KINDS))
         splits[name] = {"shards": [{"file": x["file"], "n_seqs": x["n_seqs"]} for x in sums],
                         **{k: sum(x[k] for x in sums) for k in keys},
                         "n_repos": len(plan["repos"][name]), "repos": plan["repos"][name]}
