@@ -25,7 +25,7 @@ def register(app: typer.Typer) -> None:
         from domainfm.code.attribution.index import IndexConfig, build_index
 
         s = build_index(corpus, out, IndexConfig(width=width, stride=stride, fpr=fpr))
-        rate = f", {s['parquet_mb_per_s']} MB/s" if s["parquet_mb_per_s"] else ""
+        rate = f", {s['text_mb_per_s']} MB/s of text" if s["text_mb_per_s"] else ""
         typer.echo(f"index {out}: {s['n_shards']} shards ({len(s['shards_new'])} new, {len(s['shards_reused'])} "
                    f"already indexed), {s['n_docs']:,} files, {s['n_ngrams']:,} n-grams of {s['width']} bytes, "
                    f"filters {s['bloom_bytes'] / 1e6:.1f} MB, false-positive rate per lookup <= "

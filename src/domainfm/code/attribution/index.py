@@ -14,8 +14,8 @@ are new (a shard whose bytes changed is rebuilt; a shard that left the corpus le
 is what a growing corpus needs, and a query fans out over the shards, so the same layout works when
 the shards live on several disks.
 
-Memory is bounded per shard, whatever the corpus size: the shard's Bloom filter (1.44 * log2(1/p)
-bits per n-gram: 14.4 bits at p = 1e-3, 1.8 MB per million n-grams), one Arrow batch of `batch_rows`
+Memory is bounded per shard, whatever the corpus size: the shard's Bloom filter (about 15.6 bits per
+n-gram at p = 1e-3: 2 MB per million n-grams, i.e. per MB of text at stride 1), one Arrow batch of `batch_rows`
 files (<= 64 MB at the curation's 1 MB file cap), the hash temporaries of the largest file (about
 40 bytes per byte of it), and tantivy's writer heap (64 MB).
 """
@@ -128,18 +128,21 @@ def _build_shard(src: Path, dest: Path, sha: str, cfg: IndexConfig, rank: int) -
     bloom = MembershipFilter(n_items, cfg.fpr)
     writer = FullTextWriter(dest / "fulltext")
     columns = [c for c in ("content", *META_FIELDS) if c in pf.schema_arrow.names]
-    row = 0
+    row = n_bytes = 0
     for batch in pf.iter_batches(batch_size=cfg.batch_rows, columns=columns):
         for rec in batch.to_pylist():
             content = rec.get("content") or ""
-            bloom.add(ngram_hashes(content.encode("utf-8"), cfg.width, cfg.stride))
+            data = content.encode("utf-8")
+            n_bytes += len(data)
+            bloom.add(ngram_hashes(data, cfg.width, cfg.stride))
             writer.add(content, {**rec, "shard": src.name}, row)
             row += 1
         kill_point(f"shard-{rank}-batch")
     writer.close()
     bloom.save(dest / "membership.bloom")
     info = {"corpus_shard": src.name, "sha256": sha, "bytes": src.stat().st_size, "n_docs": row,
-            "n_ngrams": n_items, "bloom_bytes": bloom.size_bytes, "fpr": cfg.fpr}
+            "content_bytes": n_bytes, "n_ngrams": n_items, "bloom_bytes": bloom.size_bytes,
+            "n_blocks": bloom.plan.n_blocks, "k": bloom.plan.k, "fpr": bloom.plan.fpr}
     atomic_write_json(dest / "shard.json", info)
     return info
 
@@ -158,7 +161,7 @@ def build_index(corpus: Path, out: Path, cfg: IndexConfig | None = None) -> dict
     for tmp in root.glob(".tmp-*"):  # a build killed mid-shard: start that shard again
         shutil.rmtree(tmp, ignore_errors=True)
     t0 = time.perf_counter()
-    new, reused, bytes_indexed = [], [], 0
+    new, reused, bytes_indexed, text_bytes = [], [], 0, 0
     wanted = {p.stem for p in shards}
     for rank, src in enumerate(progress(shards, desc="index shards", unit="shard")):
         dest = root / src.stem
@@ -170,7 +173,7 @@ def build_index(corpus: Path, out: Path, cfg: IndexConfig | None = None) -> dict
         tmp = root / f".tmp-{src.stem}"
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir()
-        _build_shard(src, tmp, sha, cfg, rank)
+        text_bytes += _build_shard(src, tmp, sha, cfg, rank)["content_bytes"]
         kill_point(f"shard-{rank}-before-rename")
         if dest.exists():  # the corpus shard changed: replace its index shard
             log.info("corpus shard %s changed; rebuilding its index shard", src.name)
@@ -183,6 +186,7 @@ def build_index(corpus: Path, out: Path, cfg: IndexConfig | None = None) -> dict
         shutil.rmtree(stale)
     seconds = time.perf_counter() - t0
     summary = {**manifest, **describe(out), "shards_new": new, "shards_reused": reused, "seconds": round(seconds, 3),
+               "text_mb_per_s": round(text_bytes / 1e6 / seconds, 3) if new and seconds > 0 else None,
                "parquet_mb_per_s": round(bytes_indexed / 1e6 / seconds, 3) if new and seconds > 0 else None}
     return summary
 
@@ -211,7 +215,10 @@ def load_shards(index: Path) -> tuple[dict[str, Any], list[IndexShard]]:
     for marker in sorted((index / "shards").glob("*/shard.json")):
         info = json.loads(marker.read_text())
         folder = marker.parent
-        bloom = MembershipFilter.load(folder / "membership.bloom", info["n_ngrams"], info["fpr"])
+        try:
+            bloom = MembershipFilter.load(folder / "membership.bloom", info)
+        except (OSError, ValueError, KeyError) as exc:
+            raise UserError(f"{folder} is damaged ({exc}); delete it and rerun `code index`") from None
         shards.append(IndexShard(folder.name, info, bloom, FullTextSearcher(folder / "fulltext")))
     if not shards:
         raise UserError(f"{index} has no complete shard yet (rerun `code index` to finish it)")

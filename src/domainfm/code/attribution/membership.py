@@ -1,8 +1,8 @@
 """The membership filter, the Data Portraits way: a Bloom filter over hashed byte n-grams of the corpus.
 
-One filter per index shard (`rbloom`, a maintained Rust Bloom filter). It is sized from the number of
-n-grams the shard will insert for a target false-positive rate per lookup; repeated n-grams only make
-the real rate lower. A snippet is checked by hashing *every* n-gram of it (stride 1): when the corpus
+One filter per index shard (`bloom.BlockedBloom`, a cache-line-blocked Bloom filter; see bloom.py for why
+not rbloom). It is sized from the number of n-grams the shard will insert for a target false-positive
+rate per lookup; repeated n-grams only make the real rate lower. A snippet is checked by hashing *every* n-gram of it (stride 1): when the corpus
 was indexed with stride 1, every substring of a training file of at least `width` bytes has all its
 n-grams in the filter, so it is always found (no false negatives). With a corpus stride s > 1 the same
 holds for substrings of at least ``width + s - 1`` bytes (some aligned n-gram lies inside them).
@@ -15,46 +15,37 @@ from pathlib import Path
 
 import numpy as np
 
+from domainfm.code.attribution.bloom import BlockedBloom, BloomPlan, plan
 from domainfm.code.attribution.ngrams import char_offsets, ngram_hashes
-from domainfm.core.errors import require
-
-
-def _key(x: int) -> int:
-    """rbloom's hash function: our keys are already uniform 64-bit hashes (must be picklable, not `hash`)."""
-    return x
 
 
 class MembershipFilter:
-    """A Bloom filter of n-gram keys; `add` numpy keys, `contains` a (n,) bool mask, `save` / `load`."""
+    """The n-gram Bloom filter of one index shard: `add` numpy keys, `contains` -> (n,) bool, `save` / `load`."""
 
     def __init__(self, expected_items: int, fpr: float) -> None:
-        rbloom = require("rbloom", "code")
-        self.expected_items = max(1, int(expected_items))
-        self.fpr = float(fpr)
-        self._bloom = rbloom.Bloom(self.expected_items, self.fpr, _key)
+        self.plan = plan(expected_items, fpr)
+        self._bloom = BlockedBloom(self.plan)
 
     @classmethod
-    def load(cls, path: Path, expected_items: int, fpr: float) -> MembershipFilter:
-        rbloom = require("rbloom", "code")
+    def load(cls, path: Path, info: dict) -> MembershipFilter:
         obj = cls.__new__(cls)
-        obj.expected_items, obj.fpr = int(expected_items), float(fpr)
-        obj._bloom = rbloom.Bloom.load(str(path), _key)
+        obj.plan = BloomPlan(int(info["n_ngrams"]), int(info["n_blocks"]), int(info["k"]), float(info["fpr"]))
+        obj._bloom = BlockedBloom.load(path, obj.plan)
         return obj
 
     def add(self, keys: np.ndarray) -> None:
         if len(keys):
-            self._bloom.update(keys.tolist())
+            self._bloom.add(keys)
 
     def contains(self, keys: np.ndarray) -> np.ndarray:
-        bloom = self._bloom
-        return np.fromiter((k in bloom for k in keys.tolist()), dtype=bool, count=len(keys))
+        return self._bloom.contains(keys)
 
     def save(self, path: Path) -> None:
-        self._bloom.save(str(path))
+        self._bloom.save(path)
 
     @property
     def size_bytes(self) -> int:
-        return int(self._bloom.size_in_bits) // 8
+        return self.plan.bytes
 
 
 @dataclass
