@@ -48,3 +48,18 @@ def test_bad_input(tiny_model: Path, tmp_path: Path, capsys: pytest.CaptureFixtu
     bad.write_text('{"text": "no prompt"}\n')
     assert main(["code", "generate", str(tiny_model), "--prompts", str(bad)]) == 2
     assert "prompt" in capsys.readouterr().err
+
+
+def test_infill_with_path_uses_the_repository_prompt(tiny_model: Path, tmp_path: Path,
+                                                     capsys: pytest.CaptureFixture) -> None:
+    ref = Generator(tiny_model)
+    cfg = GenerationConfig(max_new_tokens=6)
+    want = ref.infill(["a = "], ["\nb = 2\n"], cfg, paths=["pkg/m.py"], repo_name="org/r")[0][0]
+    assert main(["code", "generate", str(tiny_model), "--prefix", "a = ", "--suffix", "\nb = 2\n", "--path",
+                 "pkg/m.py", "--repo-name", "org/r", "--max-new-tokens", "6"]) == 0
+    assert capsys.readouterr().out == want + "\n"
+    f = tmp_path / "p.jsonl"
+    f.write_text(json.dumps({"prefix": "a = ", "suffix": "\nb = 2\n", "path": "pkg/m.py", "repo_name": "org/r"}) + "\n")
+    assert main(["code", "generate", str(tiny_model), "--prompts", str(f), "--max-new-tokens", "6"]) == 0
+    assert json.loads(capsys.readouterr().out)["completions"] == [want]
+    assert main(["code", "generate", str(tiny_model), "--prompt", "x", "--path", "a.py"]) == 2

@@ -1,4 +1,4 @@
-"""`domainfm code generate MODEL_DIR --prompt TEXT | --prefix TEXT --suffix TEXT | --prompts FILE.jsonl`."""
+"""`domainfm code generate MODEL_DIR --prompt TEXT | --prefix TEXT --suffix TEXT [--path P] | --prompts FILE.jsonl`."""
 
 from __future__ import annotations
 
@@ -16,6 +16,9 @@ def register(app: typer.Typer) -> None:
         prompt: str = typer.Option(None, "--prompt", help="complete this text left to right"),
         prefix: str = typer.Option(None, "--prefix", help="fill in the middle: text before the hole"),
         suffix: str = typer.Option(None, "--suffix", help="fill in the middle: text after the hole"),
+        path: str = typer.Option(None, "--path", help="FIM: the file's path in its repository (StarCoder2 "
+                                                      "repository-level prompt: the path heads the prefix)"),
+        repo_name: str = typer.Option(None, "--repo-name", help="FIM: the repository's name (with --path)"),
         prompts: Path = typer.Option(None, "--prompts",
                                      help='JSONL, one {"prompt": ...} or {"prefix": ..., "suffix": ...} per line'),
         out: Path = typer.Option(None, "-o", "--out", help="with --prompts: write JSONL here (default stdout)"),
@@ -31,6 +34,7 @@ def register(app: typer.Typer) -> None:
         """Print the completion of a prompt, or (FIM) only the middle between --prefix and --suffix."""
         from domainfm.code.generate.jsonl import run_cli
 
-        run_cli(model, prompt=prompt, prefix=prefix, suffix=suffix, prompts=prompts, out=out,
+        run_cli(model, prompt=prompt, prefix=prefix, suffix=suffix, prompts=prompts, out=out, path=path,
+                repo_name=repo_name,
                 max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, seed=seed,
                 stop=list(stop or []), n_samples=n_samples, batch_size=batch_size, device=device)
