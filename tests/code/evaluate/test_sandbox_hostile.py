@@ -186,3 +186,88 @@ def test_early_exit_zero_is_not_a_pass(strict: Sandbox) -> None:
     assert not res.passed and "before the tests finished" in res.detail
     res = strict.run(Program("python", "raise SystemExit(0)\nassert False\n"))
     assert not res.passed
+
+
+# -- warm sandboxes: one sandbox serves many samples; nothing may pass from one sample to the next ----------
+
+LEAVE_BEHIND = """
+import ctypes, os, time
+open('/tmp/note', 'w').write('secret')
+os.makedirs('/tmp/d/e', exist_ok=True)
+open('/tmp/d/e/f', 'w').write('x')
+os.chmod('/tmp/d', 0)
+open('/tmp/.hidden', 'w').write('x')
+open('/dev/shm/seg', 'w').write('x')
+if os.fork() == 0:  # a daemon that outlives the sample and keeps writing
+    os.setsid()
+    if os.fork() == 0:
+        while True:
+            open('/tmp/later', 'w').write('still here')
+            time.sleep(0.01)
+    os._exit(0)
+time.sleep(0.2)
+"""
+
+SEE_NOTHING = """
+import os
+me, worker = os.getpid(), os.getppid()
+others = sorted(int(p) for p in os.listdir('/proc') if p.isdigit() and int(p) not in (1, me, worker))
+seen = (os.listdir('/tmp'), os.listdir('/dev/shm'), others)
+assert seen == ([], [], []), seen
+"""
+
+
+def test_nothing_passes_from_one_sample_to_the_next() -> None:
+    sb = Sandbox(SandboxLimits(timeout=5.0))
+    try:
+        assert sb.run(Program("python", LEAVE_BEHIND)).passed
+        for _ in range(2):
+            res = sb.run(Program("python", SEE_NOTHING))
+            assert res.passed, res.result
+        assert sb.workers_started == 1  # the same warm sandbox served all three samples
+    finally:
+        sb.close()
+
+
+def test_sysv_ipc_or_a_tampered_worker_gets_a_fresh_sandbox() -> None:
+    sb = Sandbox(SandboxLimits(timeout=5.0))
+    shm = ("import ctypes\nlibc = ctypes.CDLL(None)\nassert libc.shmget(0, 4096, 0o1600) >= 0\n")  # IPC_CREAT
+    renice = "import os\nos.setpriority(os.PRIO_PROCESS, os.getppid(), 19)\n"
+    lower = "import os, resource\nresource.prlimit(os.getppid(), resource.RLIMIT_NOFILE, (16, 16))\n"
+    see_ipc = "assert open('/proc/sysvipc/shm').read().count('\\n') == 1, 'shm left'\n"
+    try:
+        for i, src in enumerate((shm, renice, lower), start=1):
+            assert sb.run(Program("python", src)).passed
+            res = sb.run(Program("python", see_ipc + SEE_NOTHING))
+            assert res.passed, res.result
+            assert sb.workers_started == i + 1  # the tainted sandbox was thrown away, a fresh one served
+    finally:
+        sb.close()
+
+
+def test_worker_memory_and_files_are_out_of_reach() -> None:
+    sb = Sandbox(SandboxLimits(timeout=5.0))
+    body = ("import os\nppid = os.getppid()\nopened = []\n"
+            "for name in ('mem', 'environ', 'fd/0', 'fd/1', 'cmdline_w'):\n"
+            "    path = f'/proc/{ppid}/' + name.replace('cmdline_w', 'comm')\n"
+            "    try:\n        open(path, 'r+b' if name == 'cmdline_w' else 'rb').read(1)\n"
+            "        opened.append(name)\n    except OSError:\n        pass\n"
+            "raise SystemExit(f'opened {opened}')")
+    try:
+        res = sb.run(Program("python", body))
+        assert res.detail == "opened []", res.detail
+    finally:
+        sb.close()
+
+
+def test_stopping_the_worker_costs_one_sample_only() -> None:
+    sb = Sandbox(SandboxLimits(timeout=1.0))
+    try:
+        t0 = time.perf_counter()
+        res = sb.run(Program("python", "import os, signal\nos.kill(os.getppid(), signal.SIGSTOP)\n"))
+        assert not res.passed and "did not answer" in res.detail
+        assert time.perf_counter() - t0 < 30
+        assert sb.run(Program("python", "assert 1 + 1 == 2\n")).passed
+        assert sb.workers_started == 2
+    finally:
+        sb.close()

@@ -13,8 +13,10 @@ Per sample the worker
 4. tears the sample down completely before replying: SIGKILL to every process it may signal
    (`kill(-1)`: everything in this PID namespace except itself and the namespace's init), repeated until
    only init and the worker remain; then empties `/tmp` and `/dev/shm`, and checks that no System V IPC
-   object is left. If anything cannot be cleaned the reply says `clean: false` and the harness discards the
-   whole sandbox, so no sample can leave anything behind for the next one.
+   object is left and that the worker's own resource limits, priority and CPU set are unchanged (a sample
+   runs under the same uid, so it could `prlimit`/renice the worker). If anything cannot be cleaned the
+   reply says `clean: false` and the harness discards the whole sandbox, so no sample can leave anything
+   behind for the next one.
 
 The worker makes itself non-dumpable (prctl PR_SET_DUMPABLE 0): a sample runs under the same uid but cannot
 ptrace it or open its /proc files (memory, descriptors). A sample can still kill or stop the worker; the
@@ -172,6 +174,15 @@ def _sysv_clean():
     return True
 
 
+def _own_state():
+    """What a same-uid sample could change in the worker from outside: its limits, priority, CPU set."""
+    limits = tuple(resource.getrlimit(getattr(resource, n)) for n in dir(resource) if n.startswith("RLIMIT_"))
+    return limits, os.getpriority(os.PRIO_PROCESS, 0), tuple(sorted(os.sched_getaffinity(0)))
+
+
+_BASELINE = None
+
+
 def _run(req):
     t0 = time.perf_counter()
     for name, text in req.get("files", {}).items():
@@ -252,7 +263,7 @@ def _run(req):
     seconds = time.perf_counter() - t0
     rc = os.waitstatus_to_exitcode(status)
     clean = _kill_all()
-    clean = _wipe("/tmp") and _wipe("/dev/shm") and _sysv_clean() and clean
+    clean = _wipe("/tmp") and _wipe("/dev/shm") and _sysv_clean() and clean and _own_state() == _BASELINE
 
     def text(fd):
         head, tail, total = bufs[fd]
@@ -269,6 +280,8 @@ def _run(req):
 
 
 def main():
+    global _BASELINE
+    _BASELINE = _own_state()
     try:  # a sample runs as the same uid: make our memory and /proc files unreachable for it
         ctypes.CDLL(None, use_errno=True).prctl(4, 0, 0, 0, 0)  # PR_SET_DUMPABLE = 4
     except Exception:  # noqa: BLE001
