@@ -188,10 +188,17 @@ def _read_tiles_fn() -> Any:
 
 def extract_slide_features(encoder: Any, coords_h5: str | Path, out_h5: str | Path, batch_size: int = 64,
                            device: str = "cpu", num_workers: int = 0, fp16: bool = False,
-                           slide_path: str | Path | None = None, layout: str = "domainfm") -> Path:
+                           slide_path: str | Path | None = None, layout: str = "domainfm", qc: Any = None,
+                           qc_drop: bool = False, stain_normaliser: Any = None) -> Path:
     """One tiled slide -> `out_h5` with features (N, D), coords (N, 2) carrying the coords file's dataset
     attrs, the coords file's root attrs + `encoder_attrs` on the root. ``layout="clam"``: `out_h5`'s folder
     gets CLAM's ``h5_files/<id>.h5`` + ``pt_files/<id>.pt`` instead (the returned path is the .h5).
+
+    ``qc`` (a `slides.qc.QCConfig`): every tile is checked (background, pen mark, blur) and the dataset
+    ``qc_reason`` (N,) says why a tile failed ('' = passed); with ``qc_drop`` failed tiles are left out of
+    ``features``/``coords`` and listed in ``qc_dropped_coords`` / ``qc_dropped_reason`` instead.
+    ``stain_normaliser`` (e.g. `slides.qc.StainNormaliser`, Macenko): applied to each tile before the
+    encoder's transform; its counts go to the attribute ``stain_normalisation``.
 
     Tiles are read in the coords file's order; decoding runs in a background thread pool when
     `num_workers` > 0 (slide readers are not fork-safe, threads are)."""
@@ -217,6 +224,16 @@ def extract_slide_features(encoder: Any, coords_h5: str | Path, out_h5: str | Pa
         pool = ThreadPoolExecutor(num_workers)
 
     coords_out: list[np.ndarray] = []
+    reasons: list[str] = []
+
+    def prepare(im: Any) -> Any:
+        if qc is not None:
+            from domainfm.pathology.slides.qc import tile_qc
+
+            reasons.append(tile_qc(np.asarray(im), qc)[1])
+        if stain_normaliser is not None:
+            im = stain_normaliser(im)
+        return tf(im)
 
     def batches() -> Iterator[torch.Tensor]:
         kw = {"batch_size": batch_size}
@@ -224,7 +241,9 @@ def extract_slide_features(encoder: Any, coords_h5: str | Path, out_h5: str | Pa
             kw["slide_path"] = slide_path
         for coords, images in read_tiles(coords_h5, **kw):
             coords_out.append(np.asarray(coords))
-            tensors = list(pool.map(tf, images)) if pool else [tf(im) for im in images]
+            # QC and stain counts are per tile in order: threads only when neither is on
+            simple = pool is not None and qc is None and stain_normaliser is None
+            tensors = list(pool.map(tf, images)) if simple else [prepare(im) for im in images]
             yield torch.stack(tensors)
 
     feats: list[np.ndarray] = []
@@ -240,6 +259,26 @@ def extract_slide_features(encoder: Any, coords_h5: str | Path, out_h5: str | Pa
     if len(features) != n:
         raise UserError(f"{coords_h5}: read {len(features)} tiles but the file lists {n}")
     root = {**attrs, **encoder_attrs(encoder)}
+    extra: dict[str, np.ndarray] = {}
+    if qc is not None:
+        import dataclasses
+        import json
+        from collections import Counter
+
+        why = np.asarray(reasons, dtype=object)
+        failed = why != ""
+        root["qc_config"] = json.dumps(dataclasses.asdict(qc))
+        root["qc_failed"] = json.dumps(dict(Counter(why[failed].tolist())))
+        if qc_drop:
+            extra["qc_dropped_coords"] = coords[failed].astype(np.int64)
+            extra["qc_dropped_reason"] = why[failed]
+            features, coords = features[~failed], coords[~failed]
+        else:
+            extra["qc_reason"] = why
+    if stain_normaliser is not None:
+        import json
+
+        root["stain_normalisation"] = json.dumps({"method": "macenko (torchstain)", **stain_normaliser.counts})
     if layout == "clam":
         from domainfm.pathology.features.interop import write_clam_pair
 
@@ -248,6 +287,8 @@ def extract_slide_features(encoder: Any, coords_h5: str | Path, out_h5: str | Pa
     with atomic_path(out_h5) as tmp, h5py.File(tmp, "w") as h5:
         h5.create_dataset("features", data=features.astype(np.float16 if fp16 else np.float32))
         cd = h5.create_dataset("coords", data=coords.astype(np.int64))
+        for k, v in extra.items():
+            h5.create_dataset(k, data=v, dtype=h5py.string_dtype() if v.dtype == object else v.dtype)
         for k, v in dset_attrs.items():
             with contextlib.suppress(TypeError, ValueError):
                 cd.attrs[k] = v
