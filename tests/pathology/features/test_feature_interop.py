@@ -145,9 +145,9 @@ def test_our_extract_in_trident_and_clam_layouts(tmp_path: Path) -> None:
         a = dict(f["coords"].attrs)
         assert f.attrs["encoder"] == "resnet18-random"
     assert feats.shape == (len(coords), 512) and a["patch_size_level0"] == 512 and a["patch_level"] == 1
-    h5p = extract_slide_features(enc, coords_h5, tmp_path / "clam" / "TCGA-CR-7395-01A-01-TS1.h5", batch_size=16,
-                                 layout="clam")
-    assert h5p == tmp_path / "clam" / "h5_files" / "TCGA-CR-7395-01A-01-TS1.h5"
+    assert main(["pathology", "extract", "--tiles", str(tmp_path / "t"), "--encoder", "resnet18", "--image-size",
+                 "32", "--layout", "clam", "--batch-size", "16", "--device", "cpu", "-o", str(tmp_path / "clam")]) == 0
+    h5p = tmp_path / "clam" / "h5_files" / "TCGA-CR-7395-01A-01-TS1.h5"
     pt = torch.load(tmp_path / "clam" / "pt_files" / "TCGA-CR-7395-01A-01-TS1.pt", weights_only=True)
     assert isinstance(pt, torch.Tensor) and pt.shape == feats.shape
     assert np.allclose(pt.numpy(), feats, atol=1e-5)

@@ -26,6 +26,12 @@ class ExtractConfig:
     fp16: bool = field(default=False, metadata={"help": "store features as float16 (and fp16 autocast on GPU)"})
     max_per_class: int = field(default=0, metadata={"help": "--images: seeded subset per class (0 = all)"})
     device: str = field(default="", metadata={"help": "cpu, cuda, ... (empty = cuda if available)"})
+    layout: str = field(default="domainfm", metadata={
+        "help": "--tiles output: domainfm (OUT/<id>.h5, TRIDENT-readable) or clam (OUT/h5_files + OUT/pt_files)"})
+    qc: bool = field(default=False, metadata={"help": "--tiles: tile QC (background, pen, blur) -> qc_reason"})
+    qc_drop: bool = field(default=False, metadata={"help": "--tiles: leave QC failures out (listed in the file)"})
+    stain_reference: str = field(default="", metadata={
+        "help": "--tiles: an H&E tile image; Macenko-normalise every tile to it (torchstain)"})
 
 
 def run_extract(cfg: ExtractConfig) -> dict:
@@ -51,8 +57,20 @@ def run_extract(cfg: ExtractConfig) -> dict:
                                     num_workers=cfg.workers, fp16=cfg.fp16, max_per_class=cfg.max_per_class or None)
         result = {"features": str(path), "encoder": enc.name}
     else:
+        from domainfm.pathology.slides.qc import QCConfig, StainNormaliser
+
+        norm = None
+        if cfg.stain_reference:
+            import numpy as np
+            from PIL import Image
+
+            if not Path(cfg.stain_reference).is_file():
+                raise UserError(f"stain reference image not found: {cfg.stain_reference}")
+            norm = StainNormaliser(np.asarray(Image.open(cfg.stain_reference).convert("RGB")))
         status = extract_tiles_dir(enc, cfg.tiles, out, batch_size=cfg.batch_size, device=device,
-                                   num_workers=cfg.workers, fp16=cfg.fp16)
+                                   num_workers=cfg.workers, fp16=cfg.fp16, layout=cfg.layout,
+                                   qc=QCConfig() if (cfg.qc or cfg.qc_drop) else None, qc_drop=cfg.qc_drop,
+                                   stain_normaliser=norm)
         result = {"slides": status, "encoder": enc.name}
         failed = [s for s, v in status.items() if str(v).startswith("failed")]
         if failed:

@@ -300,7 +300,8 @@ def extract_slide_features(encoder: Any, coords_h5: str | Path, out_h5: str | Pa
 
 def extract_tiles_dir(encoder: Any, tiles_out: str | Path, out_dir: str | Path, *, batch_size: int = 64,
                       device: str = "cpu", num_workers: int = 0, fp16: bool = False,
-                      layout: str = "domainfm") -> dict[str, Any]:
+                      layout: str = "domainfm", qc: Any = None, qc_drop: bool = False,
+                      stain_normaliser: Any = None) -> dict[str, Any]:
     """Every ``tiles_out/coords/*.h5`` -> ``out_dir/<slide_id>.h5`` (``layout="clam"``: ``out_dir/h5_files``
     + ``out_dir/pt_files``); finished slides are skipped, a slide that fails is logged with its reason and
     the others go on. Returns {slide_id: status/reason}."""
@@ -321,7 +322,8 @@ def extract_tiles_dir(encoder: Any, tiles_out: str | Path, out_dir: str | Path, 
             continue
         try:
             extract_slide_features(encoder, f, target, batch_size=batch_size, device=device,
-                                   num_workers=num_workers, fp16=fp16, layout=layout)
+                                   num_workers=num_workers, fp16=fp16, layout=layout, qc=qc, qc_drop=qc_drop,
+                                   stain_normaliser=stain_normaliser)
             status[f.stem] = "ok"
         except Exception as exc:  # noqa: BLE001 - one bad slide must not stop the batch
             log.error("slide %s failed: %s", f.stem, exc)
