@@ -35,6 +35,16 @@ def serve_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return _generate_conftest().save_tiny_model(tmp_path_factory.mktemp("serve_model") / "tiny", tok)
 
 
+@pytest.fixture(scope="session")
+def endless_model(serve_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The same architecture and tokenizer, built to emit the token "a" at every step: it never stops early,
+    so a request holds its batch slot for exactly max_tokens steps."""
+    from transformers import AutoTokenizer
+
+    a = AutoTokenizer.from_pretrained(serve_model).convert_tokens_to_ids("a")
+    return _generate_conftest().save_tiny_model(tmp_path_factory.mktemp("endless") / "tiny", serve_model, always=a)
+
+
 @dataclass
 class Live:
     url: str  # http://127.0.0.1:PORT

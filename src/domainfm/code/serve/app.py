@@ -232,7 +232,7 @@ def create_app(cfg: ServeConfig, load_in_background: bool = True) -> Any:
 
     async def _complete(body: CompletionRequest, request: Request, t0: float) -> Any:
         require_ready()
-        if body.model not in (state.model_name, str(cfg.model_dir)):
+        if body.model is not None and body.model not in (state.model_name, str(cfg.model_dir)):
             raise APIError(404, f"The model '{body.model}' does not exist (this server serves "
                                 f"'{state.model_name}')", "model", code="model_not_found")
         eng = state.engine

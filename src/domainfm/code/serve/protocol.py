@@ -47,7 +47,7 @@ class StreamOptions(BaseModel):
 class CompletionRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    model: str = Field(max_length=512)
+    model: str | None = Field(None, max_length=512, description="the served model's id (optional: there is one)")
     prompt: str | list[str] | list[int] | list[list[int]] = Field(
         description="text, texts, token ids or lists of token ids")
     suffix: str | None = Field(None, description="text after the hole: the request becomes fill-in-the-middle")
