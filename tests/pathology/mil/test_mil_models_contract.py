@@ -81,3 +81,15 @@ def test_unknown_model_lists_known() -> None:
 
     with pytest.raises(UserError, match="chowder"):
         build_mil_model("nope", D)
+
+
+@pytest.mark.parametrize("name", MIL_MODELS.names())
+def test_save_and_reload_gives_the_same_model(name: str, tmp_path) -> None:  # noqa: ANN001
+    from domainfm.pathology.mil.store import load_mil_model, save_mil_model
+
+    m = _model(name)
+    save_mil_model(m, tmp_path, name, {"in_dim": D})
+    again, meta = load_mil_model(tmp_path)
+    assert type(again) is type(m) and again.hparams() == m.hparams() and meta["model"] == name
+    x = torch.randn(2, 6, D)
+    torch.testing.assert_close(again(x).logits, m(x).logits)

@@ -23,7 +23,7 @@ D = 8
 CHOWDER_PAPER = {"n_top": 5, "n_bottom": 5, "l2": 0.5, "mlp_hidden": [200, 100], "activation": "Sigmoid",
                  "n_ensemble": 50, "dropout": 0.5, "tiles_mlp_hidden": []}
 CHOWDER_HISTOSSL = {"n_top": 10, "n_bottom": 10, "tiles_mlp_hidden": [128], "mlp_hidden": [128, 64],
-                    "activation": "Sigmoid", "bias": True, "n_ensemble": 1}
+                    "activation": "Sigmoid", "bias": True, "n_ensemble": 1, "l2": 0.0}
 DSMIL = {"q_width": 128, "max_weight": 0.5, "bag_weight": 0.5, "passing_v": False}
 TRANSMIL = {"dim": 512, "heads": 8, "dim_head": 512 // 8, "landmarks": 512 // 2, "pinv_iterations": 6,
             "residual": True, "attn_dropout": 0.1, "ppeg_kernels": [7, 5, 3]}
@@ -35,36 +35,47 @@ def _linear(x: torch.Tensor, lin: torch.nn.Linear) -> torch.Tensor:
     return x @ lin.weight.T + lin.bias
 
 
-def _chowder_net_reference(net: torch.nn.Module, x: torch.Tensor, r_top: int, r_bottom: int) -> tuple:
-    """One Chowder network on one unpadded bag (N, D), by hand: linear score, sort, MLP with sigmoids."""
-    s = _linear(x, net.score).squeeze(-1)  # (N,)
+def _member(lin: torch.nn.Module, e: int) -> tuple[torch.Tensor, torch.Tensor]:
+    return lin.weight[e], lin.bias[e]  # one member's (out, in) weight and (out,) bias
+
+
+def _chowder_member_reference(m: torch.nn.Module, e: int, x: torch.Tensor) -> tuple:
+    """Ensemble member e on one unpadded bag (N, D), by hand: linear score, sort, MLP with sigmoids."""
+    w, b = _member(m.score, e)
+    s = (x @ w.T + b).squeeze(-1)  # (N,)
     srt = torch.sort(s, descending=True).values
-    z = torch.cat([srt[:r_top], torch.flip(srt, [0])[:r_bottom]])
-    lins = [mod for mod in net.mlp if isinstance(mod, torch.nn.Linear)]
+    z = torch.cat([srt[:m.n_extreme], torch.flip(srt, [0])[:m.n_bottom]])
+    lins = [mod for mod in m.mlp if hasattr(mod, "weight")]
     for lin in lins[:-1]:
-        z = torch.sigmoid(_linear(z, lin))
-    return _linear(z, lins[-1]).squeeze(-1), s
+        w, b = _member(lin, e)
+        z = torch.sigmoid(z @ w.T + b)
+    w, b = _member(lins[-1], e)
+    return (z @ w.T + b).squeeze(-1), s
 
 
 def test_chowder_published_defaults() -> None:
-    paper = build_mil_model("chowder-paper", D)
-    got = {"n_top": paper.n_extreme, "n_bottom": paper.n_bottom, "l2": paper.l2,
-           "mlp_hidden": list(paper.mlp_hidden), "activation": type(paper.nets[0].mlp[1]).__name__,
-           "n_ensemble": len(paper.nets), "dropout": paper.nets[0].mlp[2].p,
-           "tiles_mlp_hidden": list(paper.tiles_mlp_hidden)}
-    assert got == CHOWDER_PAPER
-    # the tile scorer is the 1x1 convolution: one linear map D -> 1, nothing before it
-    assert len(paper.nets[0].score_hidden) == 0 and tuple(paper.nets[0].score.weight.shape) == (1, D)
-    default = build_mil_model("chowder", D)
-    assert (default.n_extreme, default.l2, default.mlp_hidden, len(default.nets)) == (5, 0.5, (200, 100), 10)
+    def describe(m: torch.nn.Module) -> dict:
+        lins = [mod for mod in m.mlp if hasattr(mod, "weight")]
+        tiles = [mod for mod in m.score_hidden if hasattr(mod, "weight")]
+        return {"n_top": m.n_extreme, "n_bottom": m.n_bottom, "l2": m.l2,
+                "mlp_hidden": [lin.weight.shape[1] for lin in lins[:-1]],
+                "activation": type(m.mlp[1]).__name__, "n_ensemble": m.score.weight.shape[0],
+                "dropout": m.mlp[2].p, "tiles_mlp_hidden": [t.weight.shape[1] for t in tiles],
+                "mlp_in": lins[0].weight.shape[2], "bias": m.score.bias is not None}
+
+    paper = describe(build_mil_model("chowder-paper", D))
+    assert {k: paper[k] for k in CHOWDER_PAPER} == CHOWDER_PAPER and paper["mlp_in"] == 10
+    # the tile scorer is the 1x1 convolution: one linear map D -> 1 per member, nothing before it
+    assert tuple(build_mil_model("chowder-paper", D).score.weight.shape) == (50, 1, D)
+    default = describe(build_mil_model("chowder", D))
+    assert {k: default[k] for k in ("n_top", "l2", "mlp_hidden", "n_ensemble")} == {
+        "n_top": 5, "l2": 0.5, "mlp_hidden": [200, 100], "n_ensemble": 10}
     h = build_mil_model("chowder-histossl", D)
-    tiles = [mod for mod in h.nets[0].score_hidden if isinstance(mod, torch.nn.Linear)]
-    got = {"n_top": h.n_extreme, "n_bottom": h.n_bottom, "tiles_mlp_hidden": [t.out_features for t in tiles],
-           "mlp_hidden": list(h.mlp_hidden), "activation": type(h.nets[0].mlp[1]).__name__,
-           "bias": h.nets[0].score.bias is not None, "n_ensemble": len(h.nets)}
-    assert got == CHOWDER_HISTOSSL
-    assert type(h.nets[0].score_hidden[1]).__name__ == "Sigmoid"
-    assert all(float(mod.bias.detach().abs().sum()) == 0 for mod in h.modules() if isinstance(mod, torch.nn.Linear))
+    got = describe(h)
+    assert {k: got[k] for k in CHOWDER_HISTOSSL} == CHOWDER_HISTOSSL and got["mlp_in"] == 20
+    assert type(h.score_hidden[1]).__name__ == "Sigmoid"
+    assert all(float(mod.bias.detach().abs().sum()) == 0 for mod in h.modules() if hasattr(mod, "bias")
+               and isinstance(mod.bias, torch.Tensor))
 
 
 def test_chowder_ensemble_min_max_against_reference() -> None:
@@ -72,24 +83,28 @@ def test_chowder_ensemble_min_max_against_reference() -> None:
     m = build_mil_model("chowder", D, n_extreme=2, n_ensemble=3).eval()
     x = torch.randn(1, 6, D)
     out = m(x)
-    refs = [_chowder_net_reference(net, x[0], 2, 2) for net in m.nets]
+    refs = [_chowder_member_reference(m, e, x[0]) for e in range(3)]
     p = torch.stack([torch.sigmoid(z) for z, _ in refs]).mean()  # the ensemble averages the predictions
     torch.testing.assert_close(torch.sigmoid(out.logits[0]), p, rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(out.tile_scores[0], torch.stack([s for _, s in refs]).mean(0))
+    # members are independent networks: different initial weights
+    assert not torch.equal(m.score.weight[0], m.score.weight[1])
 
 
 def test_chowder_short_bag_repeats_last_extreme() -> None:
     torch.manual_seed(1)
     m = build_mil_model("chowder", D, n_extreme=4, n_ensemble=1).eval()
     x = torch.randn(1, 2, D)
-    net = m.nets[0]
-    s = _linear(x[0], net.score).squeeze(-1)
+    w, b = _member(m.score, 0)
+    s = (x[0] @ w.T + b).squeeze(-1)
     hi, lo = s.max(), s.min()
     z = torch.stack([hi, lo, lo, lo, lo, hi, hi, hi])
-    lins = [mod for mod in net.mlp if isinstance(mod, torch.nn.Linear)]
+    lins = [mod for mod in m.mlp if hasattr(mod, "weight")]
     for lin in lins[:-1]:
-        z = torch.sigmoid(_linear(z, lin))
-    torch.testing.assert_close(m(x).logits[0], _linear(z, lins[-1]).squeeze(-1), rtol=1e-5, atol=1e-5)
+        w, b = _member(lin, 0)
+        z = torch.sigmoid(z @ w.T + b)
+    w, b = _member(lins[-1], 0)
+    torch.testing.assert_close(m(x).logits[0], (z @ w.T + b).squeeze(-1), rtol=1e-5, atol=1e-5)
 
 
 def test_chowder_l2_is_on_the_tile_scorer_only() -> None:
@@ -98,14 +113,14 @@ def test_chowder_l2_is_on_the_tile_scorer_only() -> None:
     x, y = torch.randn(3, 9, D), torch.tensor([0.0, 1.0, 1.0])
     out = m(x)
     bce = sum(F.binary_cross_entropy_with_logits(z, y) for z in out.aux["member_logits"])
-    penalty = 0.5 * sum(float((net.score.weight.detach() ** 2).sum()) for net in m.nets)  # weights, not biases
+    penalty = 0.5 * sum(float((m.score.weight[e].detach() ** 2).sum()) for e in range(2))  # weights, not biases
     torch.testing.assert_close(m.loss(out, y), bce + penalty)
-    # the penalty's gradient reaches the scorer and nothing else
+    # the penalty's gradient reaches the scorer's weights and nothing else
     m.zero_grad()
     (m.loss(out, y) - bce).backward()
     for name, p in m.named_parameters():
         g = p.grad if p.grad is not None else torch.zeros_like(p)
-        if name.endswith("score.weight"):
+        if name == "score.weight":
             torch.testing.assert_close(g, 2 * 0.5 * p.detach())
         else:
             assert float(g.abs().sum()) == 0, name
@@ -154,7 +169,8 @@ def test_dsmil_published_loss_and_score() -> None:
     torch.testing.assert_close(m.loss(out, y), ref_loss)
     torch.testing.assert_close(torch.sigmoid(out.logits), 0.5 * torch.sigmoid(max_l) + 0.5 * torch.sigmoid(bag_l))
     # not BCE of the mean logit (what the model was trained with before)
-    assert abs(float(m.loss(out, y)) - float(F.binary_cross_entropy_with_logits(0.5 * (max_l + bag_l), y))) > 1e-4
+    old = F.binary_cross_entropy_with_logits(0.5 * (max_l + bag_l), y)
+    assert abs(float(m.loss(out, y).detach()) - float(old.detach())) > 1e-4
 
 
 def test_transmil_published_architecture() -> None:

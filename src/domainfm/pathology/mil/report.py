@@ -33,7 +33,10 @@ def markdown(results: dict[str, Any]) -> str:
     lines.append(f"| **CV pooled** | {p['n']} | **{fmt_auc(p)}** | {p['accuracy']:.3f} | "
                  f"{p['balanced_accuracy']:.3f} | | |")
     fa = results["cv_fold_auc"]
-    lines += ["", f"fold AUC mean ± sd: {fa['mean']:.3f} ± {fa['sd']:.3f} over {fa['n']} folds"]
+    n_rep = len(results.get("cv_pooled_per_repeat", [])) or 1
+    lines += ["", f"fold AUC mean ± sd: {fa['mean']:.3f} ± {fa['sd']:.3f} over {fa['n']} folds",
+              f"CIs: 95% percentile bootstrap over {'patients' if p.get('ci') == 'patient bootstrap' else 'slides'}"
+              + (f"; CV pooled = mean of {n_rep} repeats' pooled AUCs, combined per bootstrap draw" if n_rep > 1 else "")]
     for name, ext in results.get("external", {}).items():
         for kind in ("ensemble", "final_model"):
             m = ext[kind]

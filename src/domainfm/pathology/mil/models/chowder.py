@@ -21,7 +21,6 @@ padded bag and the same bag unpadded give the same logit.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -47,36 +46,29 @@ def min_max_layer(s: torch.Tensor, m: torch.Tensor, n_top: int, n_bottom: int) -
     return torch.nan_to_num(feats, nan=0.0, posinf=0.0, neginf=0.0)  # only for an all-padding bag
 
 
-class ChowderNet(nn.Module):
-    """One Chowder network: tile scorer -> MinMax -> MLP."""
+class EnsembleLinear(nn.Module):
+    """E independent linear layers applied side by side: (E, ..., in) -> (E, ..., out).
 
-    def __init__(self, in_dim: int, n_top: int, n_bottom: int, mlp_hidden: Sequence[int],
-                 tiles_mlp_hidden: Sequence[int], dropout: float, xavier: bool) -> None:
+    Each member is initialised like its own `nn.Linear` (PyTorch default) or Xavier-uniform with zero
+    bias; members share no parameter, so training them together is training them independently."""
+
+    def __init__(self, n: int, in_dim: int, out_dim: int, xavier: bool = False) -> None:
         super().__init__()
-        self.n_top, self.n_bottom = n_top, n_bottom
-        layers: list[nn.Module] = []
-        d = in_dim
-        for h in tiles_mlp_hidden:  # HistoSSLscaling's TilesMLP: Linear + Sigmoid per hidden layer
-            layers += [nn.Linear(d, h), nn.Sigmoid()]
-            d = h
-        self.score_hidden = nn.Sequential(*layers)
-        self.score = nn.Linear(d, 1)  # the tile-scoring layer (the paper's 1x1 convolution), L2-penalised
-        mlp: list[nn.Module] = []
-        d = n_top + n_bottom
-        for h in mlp_hidden:  # sigmoid activations in both the paper and HistoSSLscaling
-            mlp += [nn.Linear(d, h), nn.Sigmoid(), nn.Dropout(dropout)]
-            d = h
-        self.mlp = nn.Sequential(*mlp, nn.Linear(d, 1))
-        if xavier:  # HistoSSLscaling's Chowder.weight_initialization
-            for mod in self.modules():
-                if isinstance(mod, nn.Linear):
-                    nn.init.xavier_uniform_(mod.weight)
-                    nn.init.zeros_(mod.bias)
+        self.weight = nn.Parameter(torch.empty(n, out_dim, in_dim))  # (E, out, in)
+        self.bias = nn.Parameter(torch.empty(n, out_dim))  # (E, out)
+        for e in range(n):
+            if xavier:
+                nn.init.xavier_uniform_(self.weight.data[e])
+                nn.init.zeros_(self.bias.data[e])
+            else:  # nn.Linear.reset_parameters
+                nn.init.kaiming_uniform_(self.weight.data[e], a=5 ** 0.5)
+                nn.init.uniform_(self.bias.data[e], -in_dim ** -0.5, in_dim ** -0.5)
 
-    def forward(self, x: torch.Tensor, m: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        s = self.score(self.score_hidden(x)).squeeze(-1)  # (B, N) tile scores
-        extremes = min_max_layer(s, m, self.n_top, self.n_bottom)  # (B, n_top + n_bottom)
-        return self.mlp(extremes).squeeze(-1), s  # (B,), (B, N)
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # x (E, M, in) -> (E, M, out), M = everything between the member axis and the features
+        shape = x.shape
+        y = torch.baddbmm(self.bias.unsqueeze(1), x.reshape(shape[0], -1, shape[-1]), self.weight.transpose(1, 2))
+        return y.reshape(*shape[:-1], -1)
 
 
 @MIL_MODELS.register("chowder")
@@ -101,20 +93,39 @@ class Chowder(MILModel):
         self.l2 = float(c["l2"])
         self.n_ensemble = int(c["n_ensemble"])
         self.xavier = bool(c["xavier"])
-        self.nets = nn.ModuleList(
-            ChowderNet(in_dim, self.n_extreme, self.n_bottom, self.mlp_hidden, self.tiles_mlp_hidden, dropout,
-                       self.xavier) for _ in range(self.n_ensemble))
+        # all E networks side by side (one batched matmul per layer instead of a Python loop over E)
+        E = self.n_ensemble
+        layers: list[nn.Module] = []
+        d = in_dim
+        for h in self.tiles_mlp_hidden:  # HistoSSLscaling's TilesMLP: Linear + Sigmoid per hidden layer
+            layers += [EnsembleLinear(E, d, h, self.xavier), nn.Sigmoid()]
+            d = h
+        self.score_hidden = nn.Sequential(*layers)
+        self.score = EnsembleLinear(E, d, 1, self.xavier)  # the tile-scoring layer (1x1 conv), L2-penalised
+        mlp: list[nn.Module] = []
+        d = self.n_extreme + self.n_bottom
+        for h in self.mlp_hidden:  # sigmoid activations in both the paper and HistoSSLscaling
+            mlp += [EnsembleLinear(E, d, h, self.xavier), nn.Sigmoid(), nn.Dropout(dropout)]
+            d = h
+        self.mlp = nn.Sequential(*mlp, EnsembleLinear(E, d, 1, self.xavier))
 
     def hparams(self) -> dict:
         return {**super().hparams(), "n_extreme": self.n_extreme, "n_bottom": self.n_bottom,
                 "mlp_hidden": list(self.mlp_hidden), "tiles_mlp_hidden": list(self.tiles_mlp_hidden),
                 "l2": self.l2, "n_ensemble": self.n_ensemble, "xavier": self.xavier}
 
+    def member_outputs(self, x: torch.Tensor, m: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, N, D), (B, N) -> member logits (E, B) and member tile scores (E, B, N)."""
+        E, (B, N, _) = self.n_ensemble, x.shape
+        h = self.score_hidden(x.unsqueeze(0).expand(E, -1, -1, -1))  # (E, B, N, d)
+        s = self.score(h).squeeze(-1)  # (E, B, N)
+        extremes = min_max_layer(s.reshape(E * B, N), m.repeat(E, 1), self.n_extreme, self.n_bottom)
+        return self.mlp(extremes.reshape(E, B, -1)).squeeze(-1), s  # (E, B), (E, B, N)
+
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> MILOutput:
         m = full_mask(x, mask)  # (B, N)
-        outs = [net(x, m) for net in self.nets]
-        member_logits = torch.stack([o[0] for o in outs])  # (E, B)
-        tile_scores = torch.stack([o[1] for o in outs]).mean(0)  # (E, B, N) -> (B, N)
+        member_logits, s = self.member_outputs(x, m)
+        tile_scores = s.mean(0)  # (B, N): the members' mean tile score
         # the ensemble's prediction is the mean of the members' probabilities (the paper averages predictions)
         p = torch.sigmoid(member_logits).mean(0).clamp(1e-7, 1 - 1e-7)
         return MILOutput(torch.logit(p), tile_scores * m, {"member_logits": member_logits})
@@ -126,7 +137,7 @@ class Chowder(MILModel):
         bce = nn.functional.binary_cross_entropy_with_logits
         total = sum(bce(z, y) for z in out.aux["member_logits"])
         if self.l2:  # the paper's penalty is on the tile-scoring layer only (weights, not bias)
-            total = total + self.l2 * sum(net.score.weight.pow(2).sum() for net in self.nets)
+            total = total + self.l2 * self.score.weight.pow(2).sum()  # (E, 1, d): every member's own term
         return total
 
 
