@@ -76,7 +76,7 @@ def main() -> None:
 
     m_ours, m_peer, m_fim = statistics.median(ours), statistics.median(peer), statistics.median(ours_fim)
     print(f"tokens: {n_tokens:,}")
-    print(f"ours  (pack_corpus, end to end: scan, read, FIM, encode_batch, write): median {m_ours:.2f}s "
+    print(f"ours  (pack_corpus, no FIM, end to end: scan, read, encode_batch, write): median {m_ours:.2f}s "
           f"-> {n_tokens / m_ours:,.0f} tokens/s")
     print(f"peer  (same samples, one encode() per piece, tokenising only):          median {m_peer:.2f}s "
           f"-> {n_tokens / m_peer:,.0f} tokens/s")
