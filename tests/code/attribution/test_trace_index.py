@@ -239,3 +239,22 @@ def test_kill_9_resume_and_incremental_shards(curated: Path, index: Path, tmp_pa
     assert proc.returncode == 0, proc.stderr
     assert f"1 new, {len(shards)} already indexed" in proc.stdout
     assert (out / "shards" / "part-99999" / "shard.json").exists()
+
+
+def test_blocked_bloom_numba_kernels_equal_the_numpy_twin() -> None:
+    from domainfm.code.attribution.bloom import BlockedBloom, expected_fpr, plan
+
+    keys = ngram_hashes((STDLIB / "difflib.py").read_bytes(), 50)
+    p = plan(len(keys), 1e-3)
+    fast, slow = BlockedBloom(p), BlockedBloom(p, use_numba=False)
+    fast.add(keys)
+    slow.add(keys)
+    assert np.array_equal(fast.table, slow.table) and fast.table.any()
+    probe = ngram_hashes((STDLIB / "argparse.py").read_bytes(), 50)
+    assert np.array_equal(fast.contains(probe), slow.contains(probe))
+    assert fast.contains(keys).all()
+    # the sizing meets the target with the blocked filter's own rate (not the textbook formula's)
+    assert p.fpr <= 1e-3 and expected_fpr(p.n_keys, p.n_blocks, p.k) == p.fpr
+    textbook_bits = -np.log(1e-3) / np.log(2) ** 2 * len(keys)
+    assert p.bytes * 8 > textbook_bits  # blocking costs bits; a filter of the textbook size would miss the target
+    assert expected_fpr(len(keys), int(np.ceil(textbook_bits / 512)), p.k) > 1e-3
