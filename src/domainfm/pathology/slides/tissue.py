@@ -1,11 +1,13 @@
 """Tissue detection on a low-resolution overview, its contours, and the tissue fraction of tiles.
 
 Pipeline (CLAM's segmentation, without OpenCV): saturation of HSV -> light Gaussian smoothing ->
-threshold (Otsu, floored at `min_saturation` so a blank slide does not turn noise into tissue, or a
-fixed threshold) -> closing then opening (square of side 2r+1, r in µm) -> drop objects smaller than
-`min_area_um2` -> fill holes smaller than `max_hole_area_um2` (larger holes, e.g. lumens, stay holes).
+threshold (Otsu from scikit-image, floored at `min_saturation` so a blank slide does not turn noise into
+tissue, or a fixed threshold) -> closing then opening (square of side 2r+1, r in µm) -> drop objects
+smaller than `min_area_um2` -> fill holes smaller than `max_hole_area_um2` (larger holes, e.g. lumens, stay
+holes); both with scikit-image's `remove_small_objects`.
 
-Contours are traced per connected component (outer ring + its holes) with marching squares and
+Contours are traced per connected component (outer ring + its holes) with marching squares, made valid
+with shapely (marching-squares rings of diagonal pixel configurations can touch or cross themselves) and
 written in level-0 pixel coordinates as a GeoJSON FeatureCollection that QuPath imports as
 annotations. The tissue fraction of any level-0 rectangle is read from the integral image of the
 mask with bilinear interpolation, which is the exact area-weighted fraction for a mask that is
@@ -42,20 +44,26 @@ def saturation(rgb: np.ndarray) -> np.ndarray:
 
 
 def otsu(values: np.ndarray, bins: int = 256) -> float:
-    """Otsu's threshold of values in [0, 1] (between-class variance maximised over a histogram)."""
-    hist, edges = np.histogram(values, bins=bins, range=(0.0, 1.0))
-    hist = hist.astype(np.float64)
-    centers = (edges[:-1] + edges[1:]) / 2
-    w0 = np.cumsum(hist)
-    w1 = w0[-1] - w0
-    m0 = np.cumsum(hist * centers)
-    mt = m0[-1]
-    with np.errstate(divide="ignore", invalid="ignore"):
-        between = (mt * w0 / w0[-1] - m0) ** 2 / (w0 * w1)
-    between = np.nan_to_num(between[:-1], nan=0.0, posinf=0.0)
-    if not between.any():
-        return float(values.max()) if values.size else 1.0
-    return float(edges[1:][np.argmax(between)])
+    """Otsu's threshold of values in [0, 1] (`skimage.filters.threshold_otsu`); pixels > it are foreground."""
+    from skimage.filters import threshold_otsu
+
+    v = np.asarray(values, dtype=np.float64).ravel()
+    if v.size == 0:
+        return 1.0
+    if v.min() == v.max():
+        return float(v.max())  # one grey level: nothing to separate
+    return float(threshold_otsu(v, nbins=bins))
+
+
+def _size_kw(max_size: int) -> dict[str, int]:
+    """scikit-image >= 0.26 takes `max_size` (objects of <= max_size px go); older ones `min_size`."""
+    import inspect
+
+    from skimage.morphology import remove_small_objects as rso
+
+    if "max_size" in inspect.signature(rso).parameters:
+        return {"max_size": int(max_size)}
+    return {"min_size": int(max_size) + 1}
 
 
 def _dilate(mask: np.ndarray, r: int) -> np.ndarray:
@@ -74,29 +82,26 @@ def _erode(mask: np.ndarray, r: int) -> np.ndarray:
 
 
 def remove_small_objects(mask: np.ndarray, max_size: int) -> np.ndarray:
-    """Drop 4-connected objects of at most `max_size` pixels."""
-    from scipy import ndimage
+    """Drop 4-connected objects of at most `max_size` pixels (`skimage.morphology.remove_small_objects`)."""
+    from skimage.morphology import remove_small_objects as rso
 
-    labels, n = ndimage.label(mask)
-    if n == 0:
-        return mask
-    keep = np.bincount(labels.ravel()) > max_size
-    keep[0] = False
-    return keep[labels]
+    return rso(np.asarray(mask, bool), connectivity=1, **_size_kw(max_size))
 
 
 def fill_small_holes(mask: np.ndarray, max_size: int) -> np.ndarray:
-    """Fill holes (background components not touching the border) of at most `max_size` pixels."""
-    from scipy import ndimage
+    """Fill holes of at most `max_size` pixels (`skimage.morphology.remove_small_holes`, 4-connected).
 
-    labels, n = ndimage.label(~mask)
-    if n == 0:
-        return mask
-    small = np.bincount(labels.ravel()) <= max_size
-    small[0] = False
-    border = np.unique(np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]]))
-    small[border] = False
-    return mask | small[labels]
+    Background touching the image border is not a hole (glass beside tissue cut by the field of view):
+    a background frame wider than `max_size` joins all of it into one component that is never filled."""
+    from skimage.morphology import remove_small_objects as rso
+
+    m = np.asarray(mask, bool)
+    h, w = m.shape
+    pad = int(np.ceil((max_size + 1) / (2 * (h + w)))) + 1
+    framed = np.pad(~m, pad, mode="constant", constant_values=True)
+    # remove_small_holes(m) == ~remove_small_objects(~m); done on the framed background directly
+    background = rso(framed, connectivity=1, **_size_kw(max_size))[pad:-pad, pad:-pad]
+    return ~background
 
 
 def tissue_mask(rgb: np.ndarray, px_um: float, params: TissueParams | None = None) -> tuple[np.ndarray, float]:
@@ -192,8 +197,28 @@ def _ring(contour: np.ndarray, oy: int, ox: int, scale_x: float, scale_y: float,
     return np.round(pts, 2).tolist()
 
 
+def _valid_rings(rings: list[list[list[float]]]) -> list[list[list[list[float]]]]:
+    """One component's rings -> valid polygons' rings (shapely `make_valid` when the traced rings touch or
+    cross; exteriors counter-clockwise, holes clockwise, as GeoJSON wants)."""
+    import shapely
+    from shapely.geometry import Polygon
+    from shapely.geometry.polygon import orient
+
+    poly = Polygon(rings[0], rings[1:])
+    if poly.is_valid:
+        return [rings]
+    fixed = shapely.make_valid(poly)
+    parts = [g for g in getattr(fixed, "geoms", [fixed]) if isinstance(g, Polygon) and g.area > 0]
+    out = []
+    for part in parts:
+        part = orient(part, sign=1.0)
+        out.append([np.round(np.asarray(part.exterior.coords), 2).tolist()] +
+                   [np.round(np.asarray(r.coords), 2).tolist() for r in part.interiors])
+    return out
+
+
 def mask_polygons(mask: np.ndarray, scale_x: float, scale_y: float) -> list[list[list[list[float]]]]:
-    """Polygons (outer ring + hole rings, level-0 px) of each 4-connected tissue component."""
+    """Polygons (outer ring + hole rings, level-0 px) of each 4-connected tissue component, valid (shapely)."""
     from scipy import ndimage
     from skimage.measure import find_contours
 
@@ -215,7 +240,7 @@ def mask_polygons(mask: np.ndarray, scale_x: float, scale_y: float) -> list[list
             if hc:
                 rings.append(_ring(max(hc, key=len), oy + hs[0].start, ox + hs[1].start, scale_x, scale_y,
                                    ccw=False))
-        polys.append(rings)
+        polys.extend(_valid_rings(rings))
     return polys
 
 
