@@ -184,7 +184,7 @@ def heatmap(model: Path = typer.Option(..., "--model", help="model folder from `
     if features is not None:
         from domainfm.pathology.mil.feature_heatmap import feature_heatmap
 
-        res = feature_heatmap(model, slide, features, out, device=device)
+        res = feature_heatmap(model, slide, features, out, device=device, scale=scale)
         print(f"{res['slide_id']}: P(positive) = {res['score']:.3f} over {res['n_tiles']} tiles "
               f"(tile width {res['level0_tile_size']:g} level-0 px, from the {res['tile_size_from']})")
         for k in ("heatmap", "geojson", "scores"):

@@ -36,15 +36,17 @@ def grid_step(coords: np.ndarray) -> float | None:
 
 
 def feature_heatmap(model_dir: str | Path, slide: str | Path, features_dir: str | Path, out_dir: str | Path, *,
-                    device: str = "cpu") -> dict[str, Any]:
+                    device: str = "cpu", scale: str = "calibrated") -> dict[str, Any]:
     from domainfm.pathology.features.interop import find_feature_file, read_feature_file
-    from domainfm.pathology.mil.heatmap import save_geojson, save_heatmap
+    from domainfm.pathology.mil.heatmap import SCALES, calibrated_tile_scores, save_geojson, save_heatmap
     from domainfm.pathology.mil.report import write_predictions
     from domainfm.pathology.mil.store import load_mil_model
     from domainfm.pathology.mil.train import predict
     from domainfm.pathology.slides import open_slide, slide_id_of
     from domainfm.pathology.slides.regions import read_overview
 
+    if scale not in SCALES:
+        raise UserError(f"--scale {scale!r}: choose {', '.join(SCALES)}")
     slide, out = Path(slide), Path(out_dir)
     sid = slide_id_of(slide)
     path = find_feature_file(features_dir, sid)
@@ -71,9 +73,12 @@ def feature_heatmap(model_dir: str | Path, slide: str | Path, features_dir: str 
     thumb_ds = W / thumb.width
     out.mkdir(parents=True, exist_ok=True)
     kind = meta.get("tile_score_kind", "logit")
-    heat = save_heatmap(thumb, sf.coords, scores, float(tile0), thumb_ds, out / f"{sid}_heatmap.png",
-                        title=f"{meta['model']} {kind} (P(pos)={probs[0]:.2f})")
-    geo = save_geojson(sf.coords, scores, float(tile0), out / f"{sid}_tiles.geojson", kind=kind)
+    p_tile = calibrated_tile_scores(scores, float(probs[0]), kind)  # one 0..1 scale for all slides (heatmap.py)
+    heat = save_heatmap(thumb, sf.coords, p_tile if scale == "calibrated" else scores, float(tile0), thumb_ds,
+                        out / f"{sid}_heatmap.png", normalise_how=scale,
+                        title=f"{meta['model']} {kind} ({scale}), slide P(pos)={probs[0]:.2f}")
+    geo = save_geojson(sf.coords, scores, float(tile0), out / f"{sid}_tiles.geojson", kind=kind,
+                       extra={"p_tile": p_tile})
     write_predictions(out / f"{sid}_scores.csv", [{"x": int(c[0]), "y": int(c[1]), "score": float(v)}
                                                    for c, v in zip(sf.coords, scores, strict=True)])
     res = {"slide_id": sid, "score": float(probs[0]), "n_tiles": int(len(scores)), "features": str(path),
