@@ -59,6 +59,12 @@ def test_repository_fim_prompt_is_the_training_layout(gen: Generator) -> None:
         prompt = gen.build_fim_prompt(pre, pieces[6], path="Lib/json/__init__.py", repo_name="org/repo")
         text = gen.tokenizer.decode(prompt, skip_special_tokens=False)
         assert trained.startswith(text) and text.endswith("<fim_middle>")
+    # a special-token string inside the code stays text, as packing tokenises it (one frame, no EOS)
+    ids = gen.build_fim_prompt("SEP = '<file_sep>'\nEOS = '<|endoftext|>'\n", "<fim_middle>", path="t.py",
+                               repo_name="r")
+    specials = [i for i in ids if i in gen.tokenizer.all_special_ids]
+    sep, rid = gen.tokenizer.convert_tokens_to_ids(["<file_sep>", "<repo_name>"])
+    assert specials == [rid, sep, *gen.fim_ids()[:2], gen.fim_ids()[2]]
     # without repository context: unchanged (the serving layer relies on [pre, suf, *SUFFIX, mid])
     plain = gen.build_fim_prompt("", "x")
     assert plain[:2] == list(gen.fim_ids()[:2]) and plain[-1] == gen.fim_ids()[2]

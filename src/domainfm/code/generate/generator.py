@@ -223,7 +223,9 @@ class Generator:
         return text[:nl + 1] if nl > 0 else text[:end]
 
     def _encode_text(self, text: str) -> list[int]:
-        return self.tokenizer(text, add_special_tokens=False).input_ids if text else []
+        """Text of a FIM prompt -> ids, special-token *strings* kept as text (`split_special_tokens`), as
+        packing tokenises training text: only the frame is made of special tokens."""
+        return self.tokenizer(text, add_special_tokens=False, split_special_tokens=True).input_ids if text else []
 
     def _prompt_budget(self, cfg: GenerationConfig) -> int | None:
         """Tokens a prompt may have: the model's context minus `max_new_tokens` (None: no known limit)."""
