@@ -1,0 +1,226 @@
+"""Serving throughput: `domainfm code serve` vs sequential HF `generate` vs `transformers serve`.
+
+    .venv/bin/python benchmarks/bench_serve.py --presets tiny,small --clients 1,4,16,64 --max-tokens 32
+
+One run, one model folder per preset (random weights, StarCoder2 preset config at vocab 49152, a BPE
+tokenizer trained here on standard-library code), the same fixed prompt set (HumanEval prompts from
+$DOMAINFM_DATA, the last `--prompt-tokens` tokens of each) and a forced output length: the end-of-text, FIM and
+unused vocabulary rows of the tied embedding are zeroed, so under greedy decoding no request stops early
+(every answer's `completion_tokens` is checked to be exactly `--max-tokens`).
+
+Per concurrency level C, C clients send `max(C, --min-requests)` requests in all; reported: generated
+tokens/s over the level's wall time and per-request latency p50/p99. "sequential HF generate" is one
+`model.generate` per request, one after another, in this process (its tokens/s does not depend on C; its
+latency at C clients would be C times larger). Servers run as separate processes on loopback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gzip
+import json
+import os
+import re
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+
+def humaneval_prompts(n: int) -> list[str]:
+    data = Path(os.environ.get("DOMAINFM_DATA", "")) / "code/humaneval-plus/HumanEvalPlus-Mini.jsonl.gz"
+    if not data.is_file():
+        sys.exit(f"{data}: not found (set DOMAINFM_DATA)")
+    with gzip.open(data, "rt") as f:
+        return [json.loads(line)["prompt"] for line in f][:n]
+
+
+def build_model(preset: str, out: Path) -> Path:
+    """Random-weight preset model + a stdlib BPE tokenizer; rows that could end a request early zeroed."""
+    import torch
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    from domainfm.code.model import build_model as build
+
+    special = ["<|endoftext|>", "<fim_prefix>", "<fim_middle>", "<fim_suffix>", "<fim_pad>", "<repo_name>",
+               "<file_sep>"]
+    root = Path(json.__file__).parent.parent
+    texts = [p.read_text(encoding="utf-8", errors="replace") for p in sorted(root.glob("*.py"))[:200]]
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    tok.train_from_iterator(texts, trainers.BpeTrainer(vocab_size=16384, special_tokens=special,
+                                                       initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token=special[0], bos_token=special[0],
+                                   unk_token=special[0], pad_token=special[0], additional_special_tokens=special[1:])
+    torch.manual_seed(0)
+    model = build(preset, vocab_size=49152).eval()  # the preset's real vocabulary (LM-head cost)
+    with torch.no_grad():
+        emb = model.get_input_embeddings().weight  # tied with the LM head in these presets
+        emb[: len(special)] = 0  # logit 0: never the argmax among ~16k random logits
+        emb[len(fast):] = 0  # rows the tokenizer does not have
+    model.save_pretrained(out)
+    fast.save_pretrained(out)
+    return out
+
+
+def clip_prompts(model_dir: Path, prompts: list[str], n_tokens: int) -> tuple[list[str], list[int]]:
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    ids = [tok(p).input_ids[-n_tokens:] for p in prompts]
+    return [tok.decode(i) for i in ids], [len(tok(tok.decode(i)).input_ids) for i in ids]
+
+
+def sequential_generate(model_dir: Path, prompts: list[str], max_tokens: int, n: int) -> dict[str, Any]:
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
+    lat, toks = [], 0
+    with torch.inference_mode():
+        ids = tok(prompts[0], return_tensors="pt").input_ids
+        model.generate(ids, max_new_tokens=2, do_sample=False, pad_token_id=0)  # warm-up
+        t_all = time.perf_counter()
+        for i in range(n):
+            ids = tok(prompts[i % len(prompts)], return_tensors="pt").input_ids
+            t = time.perf_counter()
+            out = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=max_tokens,
+                                 min_new_tokens=max_tokens, do_sample=False, pad_token_id=0)
+            lat.append(time.perf_counter() - t)
+            toks += out.shape[1] - ids.shape[1]
+        wall = time.perf_counter() - t_all
+    return {"tok_s": toks / wall, "p50": statistics.median(lat), "p99": max(lat), "requests": n}
+
+
+def start_server(cmd: list[str], ready: str, timeout: float = 300) -> tuple[subprocess.Popen, str]:
+    env = {**os.environ, "DOMAINFM_PROGRESS": "0", "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()  # type: ignore[union-attr]
+        if not line and proc.poll() is not None:
+            raise RuntimeError(f"{cmd[:3]} exited with {proc.returncode}")
+        if m := re.search(ready, line):
+            # keep draining its output (request logs) so the server never blocks on a full pipe
+            threading.Thread(target=lambda: [None for _ in proc.stdout], daemon=True).start()  # type: ignore[union-attr]
+            return proc, m.group(1)
+    proc.kill()
+    raise RuntimeError(f"{cmd[:3]} not ready after {timeout} s")
+
+
+def stop_server(proc: subprocess.Popen) -> None:
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
+async def drive(url: str, model: str, prompts: list[str], max_tokens: int, clients: int, n: int) -> dict[str, Any]:
+    try:
+        import httpx2 as httpx
+    except ImportError:  # pragma: no cover
+        import httpx
+    sem = asyncio.Semaphore(clients)
+    lat: list[float] = []
+    toks: list[int] = []
+    async with httpx.AsyncClient(timeout=3600, limits=httpx.Limits(max_connections=clients)) as client:
+        async def one(i: int) -> None:
+            async with sem:
+                body = {"model": model, "prompt": prompts[i % len(prompts)], "max_tokens": max_tokens,
+                        "temperature": 0}
+                t = time.perf_counter()
+                r = await client.post(url + "/v1/completions", json=body)
+                lat.append(time.perf_counter() - t)
+                r.raise_for_status()
+                toks.append(int(r.json()["usage"]["completion_tokens"]))
+
+        await one(0)  # warm-up
+        lat.clear()
+        toks.clear()
+        t0 = time.perf_counter()
+        await asyncio.gather(*(one(i) for i in range(n)))
+        wall = time.perf_counter() - t0
+    lat.sort()
+    return {"tok_s": sum(toks) / wall, "p50": statistics.median(lat), "p99": lat[min(len(lat) - 1,
+            int(0.99 * len(lat)))], "requests": n, "forced_ok": all(t == max_tokens for t in toks)}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--presets", default="tiny,small")
+    ap.add_argument("--clients", default="1,4,16,64")
+    ap.add_argument("--max-tokens", type=int, default=32, help="forced output length")
+    ap.add_argument("--prompt-tokens", type=int, default=128, help="keep the last N tokens of each prompt")
+    ap.add_argument("--prompts", type=int, default=64, help="HumanEval prompts used (in order)")
+    ap.add_argument("--min-requests", type=int, default=8, help="requests per level at least")
+    ap.add_argument("--sequential-requests", type=int, default=8)
+    ap.add_argument("--peers", default="sequential,transformers-serve,transformers-serve-cb")
+    ap.add_argument("--max-batch", type=int, default=64)
+    args = ap.parse_args()
+    clients = [int(c) for c in args.clients.split(",")]
+    peers = args.peers.split(",")
+    load = os.getloadavg()
+    print(f"# {os.cpu_count()} CPUs, load average {load[0]:.1f} at start; max_tokens {args.max_tokens}, "
+          f"prompts: last {args.prompt_tokens} tokens of the first {args.prompts} HumanEval prompts")
+    rows: list[dict[str, Any]] = []
+    for preset in args.presets.split(","):
+        with tempfile.TemporaryDirectory() as tmp:
+            model_dir = build_model(preset, Path(tmp) / preset)
+            prompts, lens = clip_prompts(model_dir, humaneval_prompts(args.prompts), args.prompt_tokens)
+            print(f"## {preset}: prompt tokens mean {statistics.mean(lens):.0f}", flush=True)
+            if "sequential" in peers:
+                r = sequential_generate(model_dir, prompts, args.max_tokens, args.sequential_requests)
+                rows.append({"preset": preset, "system": "sequential HF generate", "clients": 1, **r})
+                print(json.dumps(rows[-1]), flush=True)
+            systems = [("domainfm serve", [sys.executable, "-m", "domainfm", "code", "serve", str(model_dir),
+                                           "--port", "0", "--max-batch", str(args.max_batch),
+                                           "--max-queue", "1024"], r"ready at (http://[\d.]+:\d+)/v1",
+                        preset)]
+            tserve = [str(Path(sys.executable).parent / "transformers"), "serve", str(model_dir), "--device", "cpu",
+                      "--port", "8791"]
+            if "transformers-serve" in peers:
+                systems.append(("transformers serve", tserve, r"Uvicorn running on (http://\S+:\d+)",
+                                str(model_dir)))
+            if "transformers-serve-cb" in peers:
+                systems.append(("transformers serve --continuous-batching", [*tserve, "--continuous-batching"],
+                                r"Uvicorn running on (http://\S+:\d+)", str(model_dir)))
+            for name, cmd, ready, model_id in systems:
+                try:
+                    proc, url = start_server(cmd, ready)
+                except RuntimeError as exc:
+                    rows.append({"preset": preset, "system": name, "error": str(exc)})
+                    print(json.dumps(rows[-1]), flush=True)
+                    continue
+                try:
+                    for c in clients:
+                        try:
+                            r = asyncio.run(drive(url, model_id, prompts, args.max_tokens, c,
+                                                  max(c, args.min_requests)))
+                        except Exception as exc:  # a peer that fails under load: say so, keep going
+                            r = {"error": f"{type(exc).__name__}: {str(exc)[:200]}"}
+                        rows.append({"preset": preset, "system": name, "clients": c, **r})
+                        print(json.dumps(rows[-1]), flush=True)
+                finally:
+                    stop_server(proc)
+    print(f"# load average at end {os.getloadavg()[0]:.1f}")
+    print("\n| preset | system | clients | tokens/s | p50 s | p99 s | forced length |\n|---|---|---:|---:|---:|---:|---|")
+    for r in rows:
+        if "error" in r:
+            print(f"| {r['preset']} | {r['system']} | {r.get('clients', '')} | error: {r['error']} | | | |")
+        else:
+            print(f"| {r['preset']} | {r['system']} | {r['clients']} | {r['tok_s']:.1f} | {r['p50']:.2f} | "
+                  f"{r['p99']:.2f} | {r.get('forced_ok', True)} |")
+
+
+if __name__ == "__main__":
+    main()
