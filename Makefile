@@ -7,7 +7,7 @@ PY      := $(VENV)/bin/python
 DOMAINFM_DATA ?= $(abspath $(wildcard ../shared/data))
 export DOMAINFM_DATA
 
-.PHONY: demo test lint bench install clean
+.PHONY: demo test lint bench install clean gpu-check
 
 $(STAMP): pyproject.toml scripts/bootstrap.sh
 	bash scripts/bootstrap.sh
@@ -27,6 +27,10 @@ lint: $(STAMP)
 # peers used only by the benchmarks (datatrove, lightly) are installed on demand
 bench: $(STAMP)
 	$(PY) -m pip install -q -e '.[bench]'
+
+# everything that needs a GPU (prepare here, run there: scripts/gpu_check.py); ARGS=--smoke: CPU, toy sizes
+gpu-check: $(STAMP)
+	$(PY) scripts/gpu_check.py all -o runs/gpu_check $(ARGS)
 
 clean:
 	rm -rf $(VENV) runs

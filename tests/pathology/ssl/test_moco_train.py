@@ -93,6 +93,7 @@ def test_cli_pretrain_and_errors(tiles: Path, tmp_path: Path, capsys: pytest.Cap
     assert "unknown architecture" in capsys.readouterr().err
 
 
+@pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (runs where one is present)")
 def test_one_gpu_run_and_resume(tiles: Path, tmp_path: Path) -> None:
     """One GPU: bf16 autocast, channels_last, a checkpoint resumed onto the GPU (RNG states stay on the CPU)."""

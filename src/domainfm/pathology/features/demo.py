@@ -31,6 +31,14 @@ def run(ctx: DemoContext) -> None:
         res = run_probe(cfg)
         first = next(iter(res["encoders"].values()))
         features["pcam_train"], features["pcam_valid"] = first["features"]["train"], first["features"]["test"]
+        # every encoder's features, so the MIL stage shows MoCo beside its random-init baseline
+        labels = ["moco", "random-init"] if encoder != "resnet18" else ["random-init"]
+        ctx.state["features_by_encoder"] = {
+            lab: {"pcam_train": r["features"]["train"], "pcam_valid": r["features"]["test"], "name": name}
+            for lab, (name, r) in zip(labels, res["encoders"].items(), strict=False)}
+        print("  | encoder | linear-probe AUC | kNN AUC |  (PCam valid subset)\n  |---|---|---|")
+        for lab, (name, r) in zip(labels, res["encoders"].items(), strict=False):
+            print(f"  | {lab} ({name}) | {r['linear']['auc']:.3f} | {r['knn']['auc']:.3f} |")
         if "embedding" in res:
             print(f"  UMAP: {res['embedding']}")
     tiles = ctx.state.get("tiles")

@@ -463,7 +463,10 @@ def _finish(model: MoCo, cfg: MocoConfig, width: int, state: dict[str, Any], fil
              "augmentation": aug.to_dict() if aug else None, "pretrain": config_to_dict(cfg)}
     save_encoder(model.backbone, out, arch=cfg.backbone, embed_dim=width, image_size=cfg.image_size, extra=extra)
     atomic_write_json(out / "history.json", {"loss": state["loss"], "lr": state.get("lr", []), "knn": state["knn"]})
-    plot_history(state, out / "loss_curve.png")
+    try:
+        plot_history(state, out / "loss_curve.png")
+    except ImportError as exc:  # matplotlib is optional (e.g. a bare GPU machine): the history.json stays
+        log.warning("loss curve not drawn (%s)", exc)
     log.info("encoder written to %s (%d steps, %.0f images/s)", out, state["step"],
              state["images_seen"] / max(seconds, 1e-9))
     print(json.dumps({"encoder": str(out), "steps": state["step"], "final_loss": round(extra["final_loss"], 4),
