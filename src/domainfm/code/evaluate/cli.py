@@ -13,7 +13,8 @@ def register(app: typer.Typer) -> None:
     @app.command("evaluate")
     def evaluate_cmd(
         model: str | None = typer.Argument(None, help="local model folder (any AutoModelForCausalLM)"),
-        tasks: str = typer.Option("humaneval", "--tasks", "-t", help="comma-separated task names (see --list)"),
+        tasks: str = typer.Option("humaneval", "--tasks", "-t",
+                                  help="comma-separated task names (see --list); 'multiple' = all MultiPL-E languages"),
         list_tasks: bool = typer.Option(False, "--list", help="list the tasks and exit"),
         endpoint: str | None = typer.Option(None, "--endpoint", help="OpenAI-compatible completions server URL"),
         endpoint_model: str | None = typer.Option(None, "--endpoint-model", help="'model' sent to the endpoint"),
@@ -63,4 +64,6 @@ def _print_tasks(data_dir: str | None) -> None:
             status = "ready"
         except UserError:
             status = "data missing: " + ", ".join(task.files)
+        if (why := task.unavailable()) is not None:
+            status = f"skipped: {why}"
         print(f"{name:<34} {task.language:<11} {task.metric:<12} {TASKS.describe(name)}  [{status}]")
