@@ -75,7 +75,7 @@ def test_license_texts_and_metadata():
     assert licenses.license_type([]) == "no_license"
     unknown = licenses.LicenseMap()
     unknown.add_file("LICENSE", "All rights reserved. Proprietary.")
-    assert unknown.lookup_fn()("a.py") == ["LicenseRef-unknown"]
+    assert unknown.lookup_fn()("a.py") == ["LicenseRef-proprietary"]  # a one-line text is read as a name
 
 
 def test_license_filter_and_opt_out(tmp_path):

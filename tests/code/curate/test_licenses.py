@@ -88,8 +88,10 @@ def test_metadata_does_not_override_license_text():
 
 def test_unreadable_license_text_is_unknown_but_notice_is_not():
     lm = licenses.LicenseMap()
-    lm.add_file("LICENSE", "All rights reserved. Contact sales for licensing terms.")
+    lm.add_file("LICENSE", "Copyright (c) 2021 ACME Corp.\n\nUse of this software requires a written agreement.\n")
     assert lm.lookup_fn()("a.py") == [licenses.UNKNOWN]
+    lm.add_file("sub/LICENSE", "Proprietary. All rights reserved.\n")  # a few words: read as a name
+    assert lm.lookup_fn()("sub/a.py") == [licenses.PROPRIETARY, licenses.UNKNOWN]
     notice = licenses.LicenseMap()
     notice.add_file("NOTICE", "This product includes software developed at The Apache Software Foundation.")
     notice.add_file("LICENSE", MIT)
@@ -128,3 +130,28 @@ def test_detector_registry_and_fake_detector():
 def test_scancode_detector_on_real_texts():
     detect = licenses.get_detector("scancode")
     assert "MIT" in detect(MIT) and any(k.startswith("GPL-3.0") for k in detect(GPL3))
+
+
+def test_real_license_file_shapes_from_site_packages():
+    """Shapes seen in this venv's packages (triton, resolvelib, numpy's splitmix64, ray, packaging)."""
+    mit_in_comment = ("/*\n * Copyright 2018-2020 Philippe Tillet\n *\n * Permission is hereby granted, free of charge, "
+                      "to any person obtaining\n * a copy of this software and associated documentation files\n */\n")
+    isc_original = ("Copyright (c) 2018, Tzu-ping Chung <uranusjr@gmail.com>\n\nPermission to use, copy, modify, and "
+                    "distribute this software for any\npurpose with or without fee is hereby granted, provided that the "
+                    "above\ncopyright notice and this permission notice appear in all copies.\n")
+    cc0_notice = ("To the extent possible under law, the author has dedicated all copyright\nand related and neighboring "
+                  "rights to this software to the public domain\nworldwide. This software is distributed without any "
+                  "warranty.\n")
+    assert licenses.detect_text(mit_in_comment) == {"MIT"}
+    assert licenses.detect_text(isc_original) == {"ISC"}
+    assert licenses.detect_text(cc0_notice) == {"CC0-1.0"}
+    lm = licenses.LicenseMap()
+    lm.add_file("ray-2.60.0.dist-info/licenses/LICENSE.txt", "Apache 2.0\n")  # just a name
+    lm.add_file("packaging/LICENSE", "This software is made available under the terms of *either* of the licenses "
+                                     "found in LICENSE.APACHE or LICENSE.BSD. Contributions to this software is made "
+                                     "under the terms of *both* these licenses.\n")  # a pointer: the others count
+    lm.add_file("packaging/LICENSE.BSD", "Redistribution and use in source and binary forms, with or without "
+                                         "modification... Neither the name of the copyright holder")
+    look = lm.lookup_fn()
+    assert look("ray/__init__.py") == ["Apache-2.0"]
+    assert look("packaging/version.py") == ["Apache-2.0", "BSD-3-Clause"]

@@ -77,6 +77,11 @@ _TEXT_RULES: list[tuple[str, tuple[str, ...]]] = [
     ("CC-BY-SA-4.0", ("attribution-sharealike 4.0 international",)),
     ("WTFPL", ("do what the fuck you want to public license",)),
     ("ISC", ("permission to use, copy, modify, and/or distribute this software for any purpose",)),
+    ("ISC", ("permission to use, copy, modify, and distribute this software for any purpose with or without fee "
+             "is hereby granted, provided that the above copyright notice and this permission notice appear in all "
+             "copies",)),
+    ("CC0-1.0", ("to the extent possible under law", "dedicated all copyright and related and neighboring rights",
+                 "to the public domain worldwide")),
     ("MIT", ("permission is hereby granted, free of charge, to any person obtaining a copy",)),
     ("BSD-3-Clause", ("redistribution and use in source and binary forms", "neither the name")),
     ("BSD-3-Clause", ("redistribution and use in source and binary forms", "names of its contributors")),
@@ -106,8 +111,16 @@ METADATA_FILES = {"metadata", "pkg-info", "package.json", "cargo.toml", "setup.c
 SPDX_HEADER = re.compile(r"SPDX-License-Identifier:\s*([^\n\r]*?)\s*(?:\*/|-->|\"\"\"|'''|#\}|$)", re.MULTILINE)
 
 
+_COMMENT_MARKS = re.compile(r"/\*+|\*+/|^\s*(?:\*|#|//|--|;+|!|%)", re.MULTILINE)
+# a license file that only points at others ("either of the licenses found in LICENSE.APACHE or
+# LICENSE.BSD"): those files are read themselves, the pointer adds nothing
+_POINTER = re.compile(r"\b(?:licen[cs]es?|copying)[-_.][A-Za-z0-9][A-Za-z0-9.]*|\bsee (?:the )?(?:licen[cs]e|copying)",
+                      re.IGNORECASE)
+
+
 def _norm(text: str) -> str:
-    return " ".join(text.lower().split())
+    """Lower-cased, comment markers (` * `, `#`, `//` at line starts, `/*`, `*/`) removed, whitespace collapsed."""
+    return " ".join(_COMMENT_MARKS.sub(" ", text).lower().split())
 
 
 def is_license_file(path: str) -> bool:
@@ -389,8 +402,10 @@ class LicenseMap:
                 self.declared.setdefault(scope, set()).update(found)
         elif is_license_file(name):
             found = self.detector(text)
-            if not found and _NOTICE_NAMES.match(name):
-                return  # a NOTICE/COPYRIGHT file of attributions grants nothing by itself
+            if not found and not _NOTICE_NAMES.match(name) and len(text.split()) <= 6:
+                found = parse_declaration(text)  # a LICENSE file holding just a name: "Apache 2.0"
+            if not found and (_NOTICE_NAMES.match(name) or (len(text) < 1000 and _POINTER.search(text))):
+                return  # attributions (NOTICE) or a pointer to other license files grant nothing by themselves
             self.detected.setdefault(scope, set()).update(found or {UNKNOWN})
 
     def scopes(self) -> dict[str, set[str]]:
