@@ -65,6 +65,10 @@ def test_repository_fim_prompt_is_the_training_layout(gen: Generator) -> None:
     specials = [i for i in ids if i in gen.tokenizer.all_special_ids]
     sep, rid = gen.tokenizer.convert_tokens_to_ids(["<file_sep>", "<repo_name>"])
     assert specials == [rid, sep, *gen.fim_ids()[:2], gen.fim_ids()[2]]
+    # SPM, Megatron's "variant 2" as packed: <fim_prefix><fim_suffix>SUF<fim_middle>PATH\nPRE
+    spm = gen.build_fim_prompt("def f(", "):\n", path="a.py", repo_name="r", spm=True)
+    assert gen.tokenizer.decode(spm, skip_special_tokens=False) == (
+        "<repo_name>r<file_sep><fim_prefix><fim_suffix>):\n<fim_middle>a.py\ndef f(")
     # without repository context: unchanged (the serving layer relies on [pre, suf, *SUFFIX, mid])
     plain = gen.build_fim_prompt("", "x")
     assert plain[:2] == list(gen.fim_ids()[:2]) and plain[-1] == gen.fim_ids()[2]

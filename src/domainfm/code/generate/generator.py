@@ -130,8 +130,9 @@ class Generator:
 
     def infill(self, prefixes: list[str], suffixes: list[str], cfg: GenerationConfig | None = None, *,
                paths: list[str | None] | None = None, repo_name: str | None = None,
-               context_files: list[tuple[str, str]] | None = None) -> list[list[str]]:
-        """`cfg.n_samples` middles per (prefix, suffix) pair, from a PSM FIM prompt; only the middle returned.
+               context_files: list[tuple[str, str]] | None = None, spm: bool = False) -> list[list[str]]:
+        """`cfg.n_samples` middles per (prefix, suffix) pair, from a PSM (or `spm`) FIM prompt; only the
+        middle returned.
 
         `paths` (one per pair), `repo_name` and `context_files` ([(path, code)], other files of the
         repository) give the StarCoder2 repository-level prompt (see `build_fim_prompt`)."""
@@ -143,14 +144,16 @@ class Generator:
             raise UserError(f"{len(prefixes)} prefixes but {len(paths)} paths")
         budget = self._prompt_budget(cfg)
         enc = [self.build_fim_prompt(p, s, max_len=budget, path=paths[i] if paths else None, repo_name=repo_name,
-                                     context_files=context_files)
+                                     context_files=context_files, spm=spm)
                for i, (p, s) in enumerate(zip(prefixes, suffixes, strict=True))]
         return self._run(enc, cfg, self._end_ids(fim=True))
 
     def build_fim_prompt(self, prefix: str, suffix: str, *, max_len: int | None = None, path: str | None = None,
-                         repo_name: str | None = None, context_files: list[tuple[str, str]] | None = None
-                         ) -> list[int]:
-        """Token ids of a PSM FIM prompt, `[<fim_prefix>, *PREFIX, <fim_suffix>, *SUFFIX, <fim_middle>]`.
+                         repo_name: str | None = None, context_files: list[tuple[str, str]] | None = None,
+                         spm: bool = False) -> list[int]:
+        """Token ids of a PSM FIM prompt, `[<fim_prefix>, *PREFIX, <fim_suffix>, *SUFFIX, <fim_middle>]`, or
+        with `spm` the SPM one packing trains on, `[<fim_prefix>, <fim_suffix>, *SUFFIX, <fim_middle>, *PREFIX]`
+        (the middle then continues the prefix's own tokens, as in training).
 
         With `path`, `repo_name` or `context_files`, the StarCoder2 repository-level layout:
         ``<repo_name>NAME`` + ``<file_sep>PATH\\nCODE`` per context file + ``<file_sep><fim_prefix>PATH\\nPREFIX
@@ -172,7 +175,8 @@ class Generator:
         lead = f"{path}\n" if path is not None else ""
 
         def build(prefix_text: str, suffix_text: str) -> list[int]:
-            body = [pre, *self._encode_text(lead + prefix_text), suf, *self._encode_text(suffix_text), mid]
+            p_ids, s_ids = self._encode_text(lead + prefix_text), self._encode_text(suffix_text)
+            body = [pre, suf, *s_ids, mid, *p_ids] if spm else [pre, *p_ids, suf, *s_ids, mid]
             return [*head, *(t for f in files for t in f), *head_sep, *body] if repo else body
 
         ids = build(prefix, suffix)
