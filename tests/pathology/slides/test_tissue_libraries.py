@@ -24,6 +24,10 @@ def test_otsu_and_morphology_are_scikit_image() -> None:
     with open_slide(CMU) as s:
         sat = tissue.saturation(np.asarray(read_overview(s, 8.0)))
     assert tissue.otsu(sat) == pytest.approx(threshold_otsu(sat.astype(np.float64), nbins=256), abs=1e-12)
+    with open_slide(CMU) as s:
+        s8 = tissue.saturation_u8(np.asarray(read_overview(s, 8.0)))  # what tissue_mask thresholds
+    assert np.abs(s8.astype(int) - np.round(sat * 255).astype(int)).max() <= 1
+    assert tissue.otsu_u8(s8) * 255 == pytest.approx(threshold_otsu(s8), abs=1e-9)
     mask = sat > tissue.otsu(sat)
     assert np.array_equal(tissue.remove_small_objects(mask, 50), remove_small_objects(mask, max_size=50))
     inner = np.zeros((mask.shape[0] + 2, mask.shape[1] + 2), bool)  # no background touching the border

@@ -80,7 +80,8 @@ def read_overview(slide: Slide, downsample: float, use_associated: bool = True,
         thumb = slide.associated_thumbnail()
         if (thumb is not None and abs(thumb.width / thumb.height - W / H) <= 0.01 * W / H
                 and W / thumb.width <= downsample * 1.0001):
-            return thumb.resize((tw, th), Image.Resampling.BOX) if thumb.size != (tw, th) else thumb
+            # reducing_gap: Pillow box-reduces by an integer factor first (same average, several times faster)
+            return thumb.resize((tw, th), Image.Resampling.BOX, reducing_gap=3.0) if thumb.size != (tw, th) else thumb
     ok = [lv for lv, d in enumerate(slide.level_downsamples) if d <= downsample * 1.0001]
     level = max(ok, key=lambda lv: slide.level_downsamples[lv]) if ok else 0
     lw, lh = slide.level_dimensions[level]
@@ -95,5 +96,5 @@ def read_overview(slide: Slide, downsample: float, use_associated: bool = True,
             ox0, oy0 = round(cx / fx), round(cy / fy)
             ox1, oy1 = round((cx + cw) / fx), round((cy + ch) / fy)
             if ox1 > ox0 and oy1 > oy0:
-                out.paste(region.resize((ox1 - ox0, oy1 - oy0), Image.Resampling.BOX), (ox0, oy0))
+                out.paste(region.resize((ox1 - ox0, oy1 - oy0), Image.Resampling.BOX, reducing_gap=3.0), (ox0, oy0))
     return out

@@ -152,7 +152,7 @@ def plan_tiles(slide: Slide, cfg: TileConfig, mpp: float | None = None) -> TileP
     thumb_ds = (W / thumb.width, H / thumb.height)
     m_ds = max(cfg.mask_mpp / slide_mpp, over_ds)
     small = thumb if m_ds <= over_ds * 1.0001 else thumb.resize(
-        (max(1, round(W / m_ds)), max(1, round(H / m_ds))), Image.Resampling.BOX)
+        (max(1, round(W / m_ds)), max(1, round(H / m_ds))), Image.Resampling.BOX, reducing_gap=3.0)
     mask_ds = (W / small.width, H / small.height)
     params = tissue.TissueParams(cfg.tissue_threshold, cfg.min_saturation, 1.0, cfg.close_um, cfg.open_um,
                                  cfg.min_area_um2, cfg.max_hole_area_um2)

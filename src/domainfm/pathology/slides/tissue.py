@@ -43,16 +43,45 @@ def saturation(rgb: np.ndarray) -> np.ndarray:
     return s
 
 
+def saturation_u8(rgb: np.ndarray) -> np.ndarray:
+    """(H, W, 3) uint8 -> (H, W) uint8 HSV saturation x 255 (OpenCV's RGB2HSV); near-black (V <= 20) -> 0."""
+    import cv2
+
+    hsv = cv2.cvtColor(np.ascontiguousarray(rgb[..., :3], dtype=np.uint8), cv2.COLOR_RGB2HSV)
+    s = hsv[..., 1].copy()
+    s[hsv[..., 2] <= 20] = 0
+    return s
+
+
+def otsu_u8(values: np.ndarray) -> float:
+    """Otsu's threshold (in [0, 1]) of uint8 values/255: scikit-image's `threshold_otsu` on their exact
+    256-level histogram (`np.bincount`, no float binning)."""
+    from skimage.filters import threshold_otsu
+
+    counts = np.bincount(np.asarray(values, dtype=np.uint8).ravel(), minlength=256)
+    levels = np.flatnonzero(counts)
+    if len(levels) <= 1:
+        return float(levels[0]) / 255.0 if len(levels) else 1.0  # one level: nothing above it
+    lo, hi = levels[0], levels[-1] + 1
+    return float(threshold_otsu(hist=(counts[lo:hi], np.arange(lo, hi)))) / 255.0
+
+
 def otsu(values: np.ndarray, bins: int = 256) -> float:
     """Otsu's threshold of values in [0, 1] (`skimage.filters.threshold_otsu`); pixels > it are foreground."""
     from skimage.filters import threshold_otsu
 
-    v = np.asarray(values, dtype=np.float64).ravel()
+    v = np.asarray(values).ravel()
     if v.size == 0:
         return 1.0
     if v.min() == v.max():
         return float(v.max())  # one grey level: nothing to separate
-    return float(threshold_otsu(v, nbins=bins))
+    # the histogram skimage would build (`bins` equal bins over [min, max]), counted with bincount (10x
+    # faster than np.histogram on floats), handed to skimage's Otsu as `hist=(counts, bin_centers)`
+    lo, hi = float(v.min()), float(v.max())
+    idx = np.minimum(((v - lo) * (bins / (hi - lo))).astype(np.int64), bins - 1)
+    counts = np.bincount(idx, minlength=bins)
+    centers = lo + (np.arange(bins) + 0.5) * (hi - lo) / bins
+    return float(threshold_otsu(hist=(counts, centers)))
 
 
 def _size_kw(max_size: int) -> dict[str, int]:
@@ -67,18 +96,18 @@ def _size_kw(max_size: int) -> dict[str, int]:
 
 
 def _dilate(mask: np.ndarray, r: int) -> np.ndarray:
-    """Binary dilation by a (2r+1)-px square: two separable running maxima, cost independent of r."""
-    from scipy import ndimage
+    """Binary dilation by a (2r+1)-px square (OpenCV, as CLAM/TRIDENT; edge pixels replicated)."""
+    import cv2
 
-    m = mask.view(np.uint8)
-    return ndimage.maximum_filter1d(ndimage.maximum_filter1d(m, 2 * r + 1, axis=0), 2 * r + 1, axis=1) > 0
+    k = np.ones((2 * r + 1, 2 * r + 1), np.uint8)
+    return cv2.dilate(np.ascontiguousarray(mask, dtype=np.uint8), k, borderType=cv2.BORDER_REPLICATE) > 0
 
 
 def _erode(mask: np.ndarray, r: int) -> np.ndarray:
-    from scipy import ndimage
+    import cv2
 
-    m = mask.view(np.uint8)
-    return ndimage.minimum_filter1d(ndimage.minimum_filter1d(m, 2 * r + 1, axis=0), 2 * r + 1, axis=1) > 0
+    k = np.ones((2 * r + 1, 2 * r + 1), np.uint8)
+    return cv2.erode(np.ascontiguousarray(mask, dtype=np.uint8), k, borderType=cv2.BORDER_REPLICATE) > 0
 
 
 def remove_small_objects(mask: np.ndarray, max_size: int) -> np.ndarray:
@@ -108,14 +137,15 @@ def tissue_mask(rgb: np.ndarray, px_um: float, params: TissueParams | None = Non
     """Binary tissue mask (H, W) bool of an overview image whose pixels are `px_um` µm wide.
 
     Returns (mask, threshold used)."""
-    from scipy import ndimage
+    import cv2
 
     p = params or TissueParams()
-    sat = saturation(rgb)
-    if p.smooth_px > 0:
-        sat = ndimage.gaussian_filter(sat, p.smooth_px)
-    thr = float(p.threshold) if p.threshold is not None else max(otsu(sat), p.min_saturation)
-    mask = sat > thr
+    sat = saturation_u8(rgb)  # (H, W) uint8, saturation x 255
+    if p.smooth_px > 0:  # scipy's gaussian_filter kernel (radius 4 sigma, reflected edges), in OpenCV
+        k = 2 * int(4.0 * p.smooth_px + 0.5) + 1
+        sat = cv2.GaussianBlur(sat, (k, k), p.smooth_px, borderType=cv2.BORDER_REFLECT)
+    thr = float(p.threshold) if p.threshold is not None else max(otsu_u8(sat), p.min_saturation)
+    mask = sat > thr * 255.0
     r_close = int(round(p.close_um / px_um))
     r_open = int(round(p.open_um / px_um))
     if r_close >= 1:
@@ -138,10 +168,12 @@ def tissue_mask(rgb: np.ndarray, px_um: float, params: TissueParams | None = Non
 
 # --- tissue fraction of rectangles ---------------------------------------------------------------
 def integral_image(mask: np.ndarray) -> np.ndarray:
-    """S[i, j] = sum of mask[:i, :j] (shape (H+1, W+1), float64)."""
-    s = np.zeros((mask.shape[0] + 1, mask.shape[1] + 1), np.float64)
-    s[1:, 1:] = np.cumsum(np.cumsum(mask.astype(np.float64), axis=0), axis=1)
-    return s
+    """S[i, j] = sum of mask[:i, :j] (shape (H+1, W+1); OpenCV's `integral`, exact int32/float64)."""
+    import cv2
+
+    m = np.ascontiguousarray(mask, dtype=np.uint8)
+    depth = cv2.CV_32S if m.size < 2**31 else cv2.CV_64F
+    return cv2.integral(m, sdepth=depth)
 
 
 def _bilinear(s: np.ndarray, y: np.ndarray, x: np.ndarray) -> np.ndarray:
