@@ -101,7 +101,8 @@ def main() -> None:
     ap.add_argument("--arch", default="resnet18", help="random-init architecture when the folder has no config")
     ap.add_argument("--imagenet", type=Path, default=None, help="local ImageNet weights file (optional)")
     ap.add_argument("-o", "--out", type=Path, default=Path("runs/mil_table"))
-    ap.add_argument("--models", default="meanpool,maxpool,chowder,abmil,dsmil,clam-sb,transmil")
+    ap.add_argument("--models", default="meanpool,maxpool,chowder,abmil,dsmil,clam-sb",
+                    help="aggregators (transmil: add it on a GPU, it costs seconds per bag step on a CPU)")
     ap.add_argument("--n-bags", type=int, default=160)
     ap.add_argument("--ext-bags", type=int, default=36)
     ap.add_argument("--bag-size", type=int, default=40)
