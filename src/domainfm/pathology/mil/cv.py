@@ -6,7 +6,10 @@ seed per repeat. Inner loop, on the outer-train part only: k' patient-level fold
 outer-train part and scored once on the outer-test part. External cohorts are scored by the mean
 probability of all outer-fold models ("ensemble") and by the final model, which is selected the same
 way on all the data and trained on all of it. Each outer fold's result is cached under
-`OUT/cv/<fingerprint>/`, so a killed run resumes where it stopped with the same numbers.
+`OUT/cv/<fingerprint>/` beside a `key.json` of every parameter (`cache_key`), so a killed run resumes
+where it stopped with the same numbers, and a folder made with other parameters is refused. Runs
+whose external cohorts share a patient with the CV cohort are refused before any training; metrics
+use a patient-level bootstrap (mil/metrics.py).
 """
 
 from __future__ import annotations
@@ -99,11 +102,6 @@ def cache_key(cohort: Cohort, externals: dict[str, Cohort], cfg: CVConfig) -> di
             data.update(f"{s.slide_id}|{s.patient_id}|{s.label}|{x.shape}|".encode())
             data.update(np.ascontiguousarray(x, dtype=np.float32).tobytes())
     return {"version": CACHE_VERSION, "config": c, "model_hparams": hp, "data": data.hexdigest()}
-
-
-def fingerprint(cohort: Cohort, externals: dict[str, Cohort], cfg: CVConfig) -> str:
-    key = cache_key(cohort, externals, cfg)
-    return hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def open_cache(out_dir: str | Path, key: dict[str, Any]) -> Path:
