@@ -18,16 +18,18 @@ from domainfm.code.evaluate.sandbox import Program, Sandbox, SandboxLimits
 
 
 def _sandbox_pids() -> set[int]:
-    """Processes running our sandbox interpreter command line (fork children keep it)."""
+    """Sample processes: named `dfm-sample` by the warm worker (fork children keep the name), or running
+    our one-shot interpreter command line (unsafe mode)."""
     pids = set()
     for d in Path("/proc").iterdir():
         if not d.name.isdigit():
             continue
         try:
+            comm = (d / "comm").read_bytes().strip()
             cmd = (d / "cmdline").read_bytes().split(b"\0")
         except OSError:
             continue
-        if len(cmd) >= 5 and cmd[1:5] == [b"-I", b"-S", b"-B", b"-"]:
+        if comm == b"dfm-sample" or (len(cmd) >= 5 and cmd[1:5] == [b"-I", b"-S", b"-B", b"-"]):
             pids.add(int(d.name))
     return pids
 
@@ -55,8 +57,21 @@ def strict(sandbox: Sandbox) -> Sandbox:
 
 def test_fork_bomb_is_contained(strict: Sandbox) -> None:
     before = _sandbox_pids()
+    seen: set[int] = set()
+    stop = threading.Event()
+
+    def watch() -> None:  # the detector must see the bomb's processes while it runs
+        while not stop.is_set():
+            seen.update(_sandbox_pids() - before)
+            time.sleep(0.05)
+
+    th = threading.Thread(target=watch, daemon=True)
+    th.start()
     t0 = time.perf_counter()
     res = _run(strict, "import os\nwhile True:\n    try:\n        os.fork()\n    except OSError:\n        pass")
+    stop.set()
+    th.join(5)
+    assert len(seen) >= 2, "the fork bomb's processes were never seen: the leftover check would be vacuous"
     assert not res.passed and res.status == "timed out"
     assert time.perf_counter() - t0 < 15
     assert _wait_gone(before) == set(), "fork bomb processes survived the run"
@@ -269,5 +284,43 @@ def test_stopping_the_worker_costs_one_sample_only() -> None:
         assert time.perf_counter() - t0 < 30
         assert sb.run(Program("python", "assert 1 + 1 == 2\n")).passed
         assert sb.workers_started == 2
+    finally:
+        sb.close()
+
+
+def test_a_python_sample_finds_nothing_of_earlier_samples_in_its_memory() -> None:
+    """Python samples are forked from the warm worker: the worker must never have held any sample's data."""
+    import hashlib
+    import secrets
+
+    head, tail = f"dfmsecret-{secrets.token_hex(8)}", f"{secrets.token_hex(8)}-end"
+    digest = hashlib.sha256(tail.encode()).hexdigest()
+    scan = f"""
+import hashlib
+P, H, n = {head.encode()!r}, {digest!r}, {len(tail)}
+found = 0
+with open('/proc/self/mem', 'rb', 0) as mem:
+    for line in open('/proc/self/maps'):
+        addr, perms = line.split()[:2]
+        lo, hi = (int(x, 16) for x in addr.split('-'))
+        if 'r' not in perms or hi - lo > (256 << 20):
+            continue
+        try:
+            mem.seek(lo)
+            data = mem.read(hi - lo)
+        except OSError:
+            continue
+        i = data.find(P)
+        while i != -1:  # the secret is never built here: only its head, and the hash of its tail
+            found += hashlib.sha256(data[i + len(P):i + len(P) + n]).hexdigest() == H
+            i = data.find(P, i + 1)
+assert found == 0, f'found an earlier sample {{found}} times'
+"""
+    sb = Sandbox(SandboxLimits(timeout=20.0))
+    try:
+        assert sb.run(Program("python", f"SECRET = {head + tail!r}\nprint(SECRET)\nassert SECRET\n")).passed
+        res = sb.run(Program("python", scan))
+        assert res.passed, res.result
+        assert sb.workers_started == 1
     finally:
         sb.close()

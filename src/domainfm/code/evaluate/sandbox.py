@@ -244,7 +244,7 @@ class Sandbox:
         if self._pool is None:
             argv = [self._bwrap, *self._bwrap_args(self._binds()), "--",
                     self.interpreter("python"), "-I", "-S", "-B", "-c", WORKER_SOURCE]
-            self._pool = WorkerPool(argv, {"stdin": subprocess.PIPE, "stdout": subprocess.PIPE,
+            self._pool = WorkerPool(argv, {"stdin": subprocess.DEVNULL, "stdout": subprocess.DEVNULL,
                                            "stderr": subprocess.DEVNULL, "start_new_session": True,
                                            "close_fds": True, **self._user_kwargs()})
         return self._pool
@@ -278,10 +278,10 @@ class Sandbox:
         text = err.decode("utf-8", errors="replace")
         if lost:
             return ExecResult("timed out" if timed_out else "failed", lost, rc, seconds, text[-2000:])
-        if timed_out:
-            return ExecResult("timed out", returncode=rc, seconds=seconds, stderr_tail=text[-2000:])
         if flooded:
             return ExecResult("failed", "output limit exceeded", rc, seconds, text[-2000:])
+        if timed_out:
+            return ExecResult("timed out", returncode=rc, seconds=seconds, stderr_tail=text[-2000:])
         keep = out if program.keep_stdout else b""
         if lang.sentinel:
             lines = text.rstrip("\n").split("\n")
@@ -308,10 +308,19 @@ class Sandbox:
         return req
 
     def _run_warm(self, lang: Language, source: str, timeout: float, program: Program):  # noqa: ANN202
+        req = self._request(lang, source, timeout, program)
+        stdin = req.pop("stdin", "")
+        files = req.pop("files", {})
+        if files:  # the program reaches its file through stdin too: the worker never holds sample data
+            ((name, stdin),) = files.items()
+            req["argv"] = ["/bin/sh", "-c", f"/bin/cat > {name} || exit 125\n{req['argv'][2]}"]
+        if lang.name == "python":
+            req["mode"] = "python"  # forked from the pristine worker: `python3 -I -S -B -` minus its start-up
+        data = stdin.encode("utf-8", errors="surrogatepass")
         pool = self._get_pool()
         worker = pool.acquire()
         # the worker enforces `timeout` itself; this deadline only catches a worker the sample stopped
-        reply = worker.call(self._request(lang, source, timeout, program), time.monotonic() + timeout + 5)
+        reply = worker.run(req, data, req["output_bytes"], program.keep_stdout, time.monotonic() + timeout + 5)
         if reply.lost or not reply.clean:
             worker.kill()
         else:
