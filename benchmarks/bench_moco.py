@@ -17,7 +17,9 @@ backbone), keys shuffled before the key encoder on both sides.
    values, blur sigmas scaled to the crop size on both sides).
 
 Repeats are interleaved (ours, lightly, ours, lightly, ...) after warm-up steps; medians are printed with
-every repeat. The achieved GFLOP/s of each side (FLOPs of one step counted by `torch.utils.flop_counter`,
+every repeat. Beside wall-clock images/s, images per CPU-second (this process's threads plus live
+DataLoader workers, via psutil) are printed: on a shared machine they measure each side's work
+independently of the share of the cores the scheduler grants. The achieved GFLOP/s of each side (FLOPs of one step counted by `torch.utils.flop_counter`,
 identical for both) is printed beside the convolution peak measured in the same run (the best of a few
 resnet-shaped 3x3 convolutions, forward, on the same threads).
 
@@ -136,6 +138,25 @@ def lightly_step_fn(args: argparse.Namespace):  # noqa: ANN201
     return step
 
 
+def cpu_seconds() -> float:
+    """CPU seconds used so far by this process (all threads) and its live children (DataLoader workers).
+
+    On a shared machine wall-clock rates measure the load as much as the code; CPU seconds per image
+    measure the work each side does, whatever share of the cores the scheduler gives it."""
+    total = time.process_time()
+    try:
+        import psutil
+    except ImportError:  # pragma: no cover - children then go uncounted (said in the output)
+        return total
+    for child in psutil.Process().children(recursive=True):
+        try:
+            t = child.cpu_times()
+            total += t.user + t.system
+        except psutil.Error:
+            continue
+    return total
+
+
 def _sync(device: str) -> None:
     if device.startswith("cuda"):
         torch.cuda.synchronize()
@@ -184,11 +205,12 @@ def time_step_alone(args: argparse.Namespace) -> dict[str, list[float]]:
     for _ in range(args.repeats):
         for name, fn in steps.items():
             _sync(args.device)
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), cpu_seconds()
             for _ in range(args.steps):
                 fn(xq, xk)
             _sync(args.device)
             rates[name].append(args.steps * args.batch_size / (time.perf_counter() - t0))
+            rates.setdefault(f"{name}_cpu", []).append(args.steps * args.batch_size / max(cpu_seconds() - c0, 1e-9))
     return rates
 
 
@@ -277,11 +299,12 @@ def time_end_to_end(args: argparse.Namespace) -> dict:
     for _ in range(args.repeats):
         for name, fn in sides.items():
             _sync(args.device)
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), cpu_seconds()
             for _ in range(args.steps):
                 fn()
             _sync(args.device)
             rates[name].append(args.steps * args.batch_size / (time.perf_counter() - t0))
+            rates.setdefault(f"{name}_cpu", []).append(args.steps * args.batch_size / max(cpu_seconds() - c0, 1e-9))
     tmp.cleanup()
     return {"rates": rates, "cache_build_s": build_s, "source": what, "n": len(files)}
 
@@ -365,7 +388,9 @@ def main() -> None:
         print(f"ours ({'channels_last' if cl else 'NCHW'}, default) {_fmt(st['ours'])}  {gflops(med['ours'])}")
         print(f"ours ({'NCHW' if cl else 'channels_last'})       {_fmt(st['ours_other'])}  {gflops(med['ours_other'])}")
         print(f"lightly (SplitBatchNorm){_fmt(st['lightly'])}  {gflops(med['lightly'])}")
-        print(f"ratio ours / lightly, step alone: {med['ours'] / med['lightly']:.2f}x")
+        print(f"ratio ours / lightly, step alone: {med['ours'] / med['lightly']:.2f}x wall-clock; "
+              f"{med['ours_cpu'] / med['lightly_cpu']:.2f}x per CPU-second (ours {med['ours_cpu']:.2f}, lightly "
+              f"{med['lightly_cpu']:.2f} img per CPU-s)")
     if "e2e" not in skip:
         e2e = time_end_to_end(args)
         r = e2e["rates"]
@@ -374,7 +399,9 @@ def main() -> None:
         print(f"ours (tile cache + batched aug) {_fmt(r['ours'])}  {gflops(med['ours'])}")
         print(f"lightly (MoCoV2Transform + DataLoader, {args.lightly_workers} workers) {_fmt(r['lightly'])}  "
               f"{gflops(med['lightly'])}")
-        print(f"ratio ours / lightly, end to end: {med['ours'] / med['lightly']:.2f}x")
+        print(f"ratio ours / lightly, end to end: {med['ours'] / med['lightly']:.2f}x wall-clock; "
+              f"{med['ours_cpu'] / med['lightly_cpu']:.2f}x per CPU-second incl. DataLoader workers (ours "
+              f"{med['ours_cpu']:.2f}, lightly {med['lightly_cpu']:.2f} img per CPU-s)")
         print(f"ours' one-off cache build: {e2e['cache_build_s']:.1f} s for {e2e['n']} tiles "
               f"({e2e['n'] / max(e2e['cache_build_s'], 1e-9):.0f} tiles/s; reused by later epochs and runs)")
     if "extract" not in skip and args.extract_images > 0:

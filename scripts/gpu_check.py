@@ -101,8 +101,11 @@ def download_wheels(dest: Path) -> list[str]:
         except PackageNotFoundError:
             specs.append(name)
     subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--only-binary=:all:",
-                    "--platform", "any", "--python-version", "3", "--implementation", "py", "-d", str(dest),
-                    *specs], check=True)
+                    "-d", str(dest), *specs], check=True)
+    for whl in dest.glob("*.whl"):  # only pure-Python wheels run on any GPU machine
+        if not whl.name.endswith("-none-any.whl"):
+            print(f"dropping platform wheel {whl.name}", file=sys.stderr)
+            whl.unlink()
     return sorted(p.name for p in dest.glob("*.whl"))
 
 

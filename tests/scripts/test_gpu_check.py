@@ -39,6 +39,7 @@ def test_pack_unpack_is_byte_identical(tmp_path: Path) -> None:
         assert f.read_bytes() == (pcam / f.relative_to(out)).read_bytes()
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not DATA or not (Path(DATA) / "pathology" / "pcam").is_dir(),
                     reason="needs $DOMAINFM_DATA/pathology/pcam (the real PCam patches)")
 def test_gpu_check_smoke_end_to_end(tmp_path: Path) -> None:
