@@ -153,3 +153,36 @@ def test_our_extract_in_trident_and_clam_layouts(tmp_path: Path) -> None:
     assert np.allclose(pt.numpy(), feats, atol=1e-5)
     with h5py.File(h5p, "r") as f:
         assert np.array_equal(f["coords"][()], coords) and f["coords"].attrs["patch_level"] == 1
+
+
+@pytest.mark.skipif(not TCGA.is_file(), reason="needs $DOMAINFM_DATA/pathology/slides")
+def test_extract_from_clam_and_trident_patch_folders(tmp_path: Path) -> None:
+    """`extract --tiles` on CLAM's create_patches_fp output (patches/<id>.h5) and TRIDENT's job folder
+    (<cfg>/patches/<id>_patches.h5), slides matched by id in --slides."""
+    slides = tmp_path / "slides"
+    slides.mkdir()
+    (slides / TCGA.name).symlink_to(TCGA)
+    sid = TCGA.stem
+    coords = np.array([[1024, 1024], [1536, 1024], [2048, 1536]], dtype=np.int64)
+    clam = tmp_path / "clam_out" / "patches"
+    clam.mkdir(parents=True)
+    with h5py.File(clam / f"{sid}.h5", "w") as f:
+        d = f.create_dataset("coords", data=coords)
+        d.attrs.update({"patch_size": 128, "patch_level": 1, "downsample": (2.0005, 2.0005),
+                        "downsampled_level_dim": (2221, 1783), "level_dim": (2221, 1783), "name": sid,
+                        "save_path": str(clam)})
+    trident = tmp_path / "job" / "20x_64px_0px_overlap" / "patches"
+    trident.mkdir(parents=True)
+    with h5py.File(trident / f"{sid}_patches.h5", "w") as f:
+        d = f.create_dataset("coords", data=coords)
+        d.attrs.update({"patch_size": 64, "patch_size_level0": 128, "level0_magnification": 40,
+                        "target_magnification": 20, "overlap": 0, "name": sid, "savetodir": str(trident.parent),
+                        "level0_width": 4443, "level0_height": 3567})
+    for src, out in ((tmp_path / "clam_out", tmp_path / "f_clam"), (tmp_path / "job", tmp_path / "f_trident")):
+        rc = main(["pathology", "extract", "--tiles", str(src), "--slides", str(slides), "--encoder", "resnet18",
+                   "--image-size", "32", "--device", "cpu", "-o", str(out)])
+        assert rc == 0
+        feats = read_feature_file(out / f"{sid}.h5")
+        assert feats.features.shape == (3, 512) and np.array_equal(feats.coords, coords)
+    assert read_feature_file(tmp_path / "f_clam" / f"{sid}.h5").attrs["patch_level"] == 1
+    assert read_feature_file(tmp_path / "f_trident" / f"{sid}.h5").attrs["level0_tile_size"] == 128.0

@@ -16,7 +16,9 @@ from domainfm.pathology.ssl.cli import add_short_flag
 class ExtractConfig:
     encoder: str = field(default="", metadata={
         "help": "encoder folder from pretrain, an architecture name (random init) or a local weights file"})
-    tiles: str = field(default="", metadata={"help": "tiling output folder (coords/*.h5): one .h5 per slide"})
+    tiles: str = field(default="", metadata={"help": "tiling output folder (coords/*.h5, or CLAM's patches/*.h5, "
+                                                     "TRIDENT's job folder): one .h5 per slide"})
+    slides: str = field(default="", metadata={"help": "--tiles: slide folder, for CLAM/TRIDENT coords files"})
     images: str = field(default="", metadata={"help": "labelled ImageFolder: OUT/features.h5"})
     output: str = field(default="", metadata={"help": "output folder"})
     arch: str = field(default="", metadata={"help": "architecture of a weights file whose name does not say it"})
@@ -70,7 +72,7 @@ def run_extract(cfg: ExtractConfig) -> dict:
         status = extract_tiles_dir(enc, cfg.tiles, out, batch_size=cfg.batch_size, device=device,
                                    num_workers=cfg.workers, fp16=cfg.fp16, layout=cfg.layout,
                                    qc=QCConfig() if (cfg.qc or cfg.qc_drop) else None, qc_drop=cfg.qc_drop,
-                                   stain_normaliser=norm)
+                                   stain_normaliser=norm, slides=cfg.slides or None)
         result = {"slides": status, "encoder": enc.name}
         failed = [s for s, v in status.items() if str(v).startswith("failed")]
         if failed:

@@ -298,34 +298,57 @@ def extract_slide_features(encoder: Any, coords_h5: str | Path, out_h5: str | Pa
     return Path(out_h5)
 
 
+def coords_files(tiles_out: str | Path) -> dict[str, Path]:
+    """{slide_id: coords file} of a tiling output: ours (``coords/<id>.h5``), CLAM's ``create_patches_fp``
+    (``patches/<id>.h5``) or TRIDENT's (``<job>/<mag>x_<px>px_<ov>px_overlap/patches/<id>_patches.h5``,
+    given the job folder or the patching folder)."""
+    d = Path(tiles_out)
+    cands = [d / "coords", d / "patches"] + sorted(d.glob("*/patches"))
+    dirs = [c for c in cands if c.is_dir() and any(c.glob("*.h5"))]
+    if not dirs:
+        raise UserError(f"{tiles_out}: no coords files (coords/*.h5 from `domainfm pathology tile`, CLAM's "
+                        "patches/*.h5 or TRIDENT's */patches/*_patches.h5)")
+    if len(dirs) > 1 and dirs[0].name != "coords":
+        raise UserError(f"{tiles_out} holds several patchings ({', '.join(str(x.parent.name) for x in dirs)}); "
+                        "pass one of them")
+    files = sorted(dirs[0].glob("*.h5"))
+    return {(f.stem[: -len("_patches")] if f.stem.endswith("_patches") else f.stem): f for f in files}
+
+
 def extract_tiles_dir(encoder: Any, tiles_out: str | Path, out_dir: str | Path, *, batch_size: int = 64,
                       device: str = "cpu", num_workers: int = 0, fp16: bool = False,
                       layout: str = "domainfm", qc: Any = None, qc_drop: bool = False,
-                      stain_normaliser: Any = None) -> dict[str, Any]:
-    """Every ``tiles_out/coords/*.h5`` -> ``out_dir/<slide_id>.h5`` (``layout="clam"``: ``out_dir/h5_files``
-    + ``out_dir/pt_files``); finished slides are skipped, a slide that fails is logged with its reason and
-    the others go on. Returns {slide_id: status/reason}."""
-    coords_dir = Path(tiles_out) / "coords"
-    if not coords_dir.is_dir():
-        raise UserError(f"{tiles_out}: not a tiling output (no coords/ folder; run `domainfm pathology tile`)")
-    files = sorted(coords_dir.glob("*.h5"))
-    if not files:
-        raise UserError(f"{coords_dir}: no coords files")
+                      stain_normaliser: Any = None, slides: str | Path | None = None) -> dict[str, Any]:
+    """Every coords file of `tiles_out` (ours, CLAM's or TRIDENT's, see `coords_files`) ->
+    ``out_dir/<slide_id>.h5`` (``layout="clam"``: ``out_dir/h5_files`` + ``out_dir/pt_files``); finished
+    slides are skipped, a slide that fails is logged with its reason and the others go on. `slides`: a
+    folder of slide files, matched by slide id, for coords files that do not record their slide (CLAM's,
+    TRIDENT's). Returns {slide_id: status/reason}."""
+    files = coords_files(tiles_out)
+    slide_paths: dict[str, Path] = {}
+    if slides is not None:
+        from domainfm.pathology.slides.readers import find_slides, slide_id_of
+
+        slide_paths = {slide_id_of(p): p for p in find_slides([slides])}
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     status: dict[str, Any] = {}
-    for f in progress(files, desc="slides", unit="slide"):
-        target = out / f.name
-        done = target if layout == "domainfm" else out / "pt_files" / f"{f.stem}.pt"  # CLAM's .pt is written last
+    for sid, f in progress(list(files.items()), desc="slides", unit="slide"):
+        target = out / f"{sid}.h5"
+        done = target if layout == "domainfm" else out / "pt_files" / f"{sid}.pt"  # CLAM's .pt is written last
         if done.exists():
-            status[f.stem] = "skipped (done)"
+            status[sid] = "skipped (done)"
+            continue
+        if slides is not None and sid not in slide_paths:
+            status[sid] = f"failed: no slide named {sid} in {slides}"
+            log.error("slide %s failed: not in %s", sid, slides)
             continue
         try:
             extract_slide_features(encoder, f, target, batch_size=batch_size, device=device,
                                    num_workers=num_workers, fp16=fp16, layout=layout, qc=qc, qc_drop=qc_drop,
-                                   stain_normaliser=stain_normaliser)
-            status[f.stem] = "ok"
+                                   stain_normaliser=stain_normaliser, slide_path=slide_paths.get(sid))
+            status[sid] = "ok"
         except Exception as exc:  # noqa: BLE001 - one bad slide must not stop the batch
-            log.error("slide %s failed: %s", f.stem, exc)
-            status[f.stem] = f"failed: {exc}"
+            log.error("slide %s failed: %s", sid, exc)
+            status[sid] = f"failed: {exc}"
     return status
