@@ -36,9 +36,6 @@ def run(ctx: DemoContext) -> None:
         ctx.state["features_by_encoder"] = {
             lab: {"pcam_train": r["features"]["train"], "pcam_valid": r["features"]["test"], "name": name}
             for lab, (name, r) in zip(labels, res["encoders"].items(), strict=False)}
-        print("  | encoder | linear-probe AUC | kNN AUC |  (PCam valid subset)\n  |---|---|---|")
-        for lab, (name, r) in zip(labels, res["encoders"].items(), strict=False):
-            print(f"  | {lab} ({name}) | {r['linear']['auc']:.3f} | {r['knn']['auc']:.3f} |")
         if "embedding" in res:
             print(f"  UMAP: {res['embedding']}")
     tiles = ctx.state.get("tiles")
