@@ -95,6 +95,11 @@ def test_timm_state_dict_loaded_by_timm(tmp_path: Path) -> None:
     x = torch.rand(2, 3, 32, 32)
     with torch.no_grad():
         assert torch.allclose(enc.model(x), ref(x), atol=1e-5)
+    # a MoCo-wrapped timm backbone: timm's non-strict loader would load nothing; the prefix matcher does it
+    wrapped = tmp_path / "moco_resnet10t.pth.tar"
+    torch.save({"state_dict": {f"module.encoder_q.{k}": v for k, v in ref.state_dict().items()}}, wrapped)
+    with torch.no_grad():
+        assert torch.allclose(load_encoder(wrapped, arch="resnet10t", image_size=32).model(x), ref(x), atol=1e-5)
 
 
 def test_huggingface_folder_like_phikon(tmp_path: Path) -> None:

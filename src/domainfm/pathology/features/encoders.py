@@ -277,10 +277,16 @@ def _timm_from_file(arch: str, path: Path) -> tuple[Any, int] | None:
         return None
     if not timm.is_model(arch):
         return None
+    # timm loads non-strictly once the head is removed, so a wrapped checkpoint (MoCo's `module.encoder_q.`)
+    # would load nothing without a word: use timm only when the file's keys are the model's own
+    want = timm.create_model(arch, pretrained=False, num_classes=0).state_dict()
+    state = _read_state_dict(path)
+    if any(k not in state for k in want if not k.endswith("num_batches_tracked")):
+        return None
     try:
         model = timm.create_model(arch, pretrained=True, num_classes=0,
                                   pretrained_cfg_overlay=dict(file=str(path)))
-    except Exception:  # noqa: BLE001 - not timm's layout (wrapped keys): the prefix matcher takes over
+    except Exception:  # noqa: BLE001 - timm could not read it: the prefix matcher takes over
         return None
     return model, int(model.num_features)
 
