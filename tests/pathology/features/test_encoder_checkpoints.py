@@ -124,3 +124,14 @@ def test_huggingface_folder_like_phikon(tmp_path: Path) -> None:
     again = load_encoder(enc.config["spec"])
     with torch.no_grad():
         assert torch.allclose(again.model(x), enc.model(x), atol=1e-6)
+
+
+def test_checkpoint_with_python_objects_is_refused_with_a_hint(tmp_path: Path) -> None:
+    class HParams(dict):  # what Lightning puts under `hyper_parameters`
+        pass
+
+    path = tmp_path / "lightning.ckpt"
+    torch.save({"state_dict": _resnet18(7).state_dict(), "hyper_parameters": HParams(lr=0.1)}, path)
+    with pytest.raises(UserError, match="re-save its weights") as e:
+        load_encoder(path, arch="resnet18")
+    assert "\n" not in str(e.value) and "\x1b" not in str(e.value)

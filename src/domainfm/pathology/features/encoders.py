@@ -149,8 +149,13 @@ def _read_state_dict(path: Path) -> dict[str, Any]:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any unpickling failure is a bad file for the user
-        raise UserError(f"{path}: cannot read weights ({type(exc).__name__}: {str(exc).splitlines()[0][:160]})"
-                        ) from None
+        hint = ""
+        if "weights only" in str(exc).lower() or "weights_only" in str(exc):
+            # e.g. a Lightning checkpoint whose hyper_parameters hold Python objects: we never unpickle code
+            hint = ("; it holds Python objects besides tensors -- if you trust it, re-save its weights: "
+                    "torch.save(torch.load(f, weights_only=False)['state_dict'], 'weights.pth')")
+        first = re.sub(r"\x1b\[[0-9;]*m", "", str(exc).splitlines()[0])[:160]  # torch bolds part of it
+        raise UserError(f"{path}: cannot read weights ({type(exc).__name__}: {first}){hint}") from None
     # checkpoint wrappers: MoCo / Lightning `state_dict`, DeiT / timm trainers `model`, others
     for key in ("state_dict", "model", "model_state", "model_state_dict", "module"):
         if isinstance(obj, dict) and isinstance(obj.get(key), dict):
