@@ -126,10 +126,11 @@ def test_huggingface_folder_like_phikon(tmp_path: Path) -> None:
         assert torch.allclose(again.model(x), enc.model(x), atol=1e-6)
 
 
-def test_checkpoint_with_python_objects_is_refused_with_a_hint(tmp_path: Path) -> None:
-    class HParams(dict):  # what Lightning puts under `hyper_parameters`
-        pass
+class HParams(dict):
+    """Stands for the objects Lightning pickles under `hyper_parameters` (AttributeDict, ...)."""
 
+
+def test_checkpoint_with_python_objects_is_refused_with_a_hint(tmp_path: Path) -> None:
     path = tmp_path / "lightning.ckpt"
     torch.save({"state_dict": _resnet18(7).state_dict(), "hyper_parameters": HParams(lr=0.1)}, path)
     with pytest.raises(UserError, match="re-save its weights") as e:
