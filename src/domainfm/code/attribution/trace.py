@@ -15,25 +15,23 @@ fewer than 8 characters are not matched alone (a `}` or `return x` would match e
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from domainfm.code.attribution.fulltext import code_terms, query_terms
+from domainfm.code.attribution.fulltext import Hit, code_terms, query_terms
 from domainfm.code.attribution.index import load_shards
 from domainfm.code.attribution.membership import membership
-from domainfm.code.attribution.ngrams import ngram_hashes
 from domainfm.core.errors import UserError
 
 SIMILAR_JACCARD = 0.6
 RERANK_FACTOR = 4  # candidates per shard = RERANK_FACTOR * top_k, re-ranked by verbatim overlap
-_WS = re.compile(r"\s+")
+PROBES = 16  # snippet windows searched verbatim in each candidate
 
 
 def _norm(line: str) -> str:
-    return _WS.sub(" ", line).strip()
+    return " ".join(line.split())
 
 
 def _meaningful(norm: str, terms: set[str]) -> bool:
@@ -50,6 +48,7 @@ def matching_lines(snippet: str, content: str) -> list[dict[str, Any]]:
     if not snip:
         return []
     exact = {norm: j for j, norm, _ in reversed(snip)}
+    union = set().union(*(t for _, _, t in snip))
     out, pos = [], 0
     for i, line in enumerate(content.splitlines(keepends=True), 1):
         start, pos = pos, pos + len(line)
@@ -62,13 +61,28 @@ def matching_lines(snippet: str, content: str) -> list[dict[str, Any]]:
                         "snippet_line": exact[norm]})
             continue
         terms = set(code_terms(body))
-        if not _meaningful(norm, terms):
+        # J(T, S_j) <= |T & S_j| / |T| <= |T & union| / |T|: most lines are ruled out by this bound alone
+        if not _meaningful(norm, terms) or len(terms & union) < SIMILAR_JACCARD * len(terms):
             continue
         best = max(((len(terms & t) / len(terms | t), j) for j, _, t in snip), default=(0.0, -1))
         if best[0] >= SIMILAR_JACCARD:
             out.append({"line": i, "start": start, "end": start + len(body), "kind": "similar",
                         "snippet_line": best[1]})
     return out
+
+
+def verbatim_probes(text: str, width: int, n: int = PROBES) -> list[str]:
+    """Up to `n` windows of `width` characters at evenly spaced offsets of the snippet (all of it if shorter).
+
+    Searching these as substrings of a candidate file (C `memmem`) measures verbatim overlap at a fraction
+    of the cost of hashing every n-gram of a large file.
+    """
+    if not text.strip():
+        return []
+    if len(text) <= width:
+        return [text]
+    starts = np.unique(np.linspace(0, len(text) - width, num=min(n, len(text) - width + 1)).astype(int))
+    return [text[s:s + width] for s in starts]
 
 
 class Tracer:
@@ -88,6 +102,25 @@ class Tracer:
             return "the snippet looks binary (it contains NUL bytes)"
         return None
 
+    def search(self, text: str, top_k: int = 5) -> list[tuple[float, Hit]]:
+        """The top-k training files for `text`: (verbatim overlap, hit), best first.
+
+        BM25 scores of different shards are not comparable (each shard has its own term statistics), and
+        BM25 does not reward verbatim order, so the top `RERANK_FACTOR * top_k` candidates of each shard are
+        ranked by their verbatim overlap with the snippet (the share of `verbatim_probes` found in them by
+        substring search), then by BM25 (renamed copies share no probe and keep BM25's order).
+        """
+        terms = query_terms(text)
+        hits = [h for shard in self.shards for h in shard.fulltext.search(terms, top_k * RERANK_FACTOR)]
+        probes = verbatim_probes(text, self.width)
+        scored = []
+        for h in hits:
+            content = h.fields["content"]
+            overlap = sum(p in content for p in probes) / len(probes) if probes else 0.0
+            scored.append((overlap, h))
+        scored.sort(key=lambda oh: (-oh[0], -oh[1].score, oh[1].fields["shard"], oh[1].fields["row"]))
+        return scored[:top_k]
+
     def trace(self, text: str, top_k: int = 5, with_content: bool = False) -> dict[str, Any]:
         if top_k < 1:
             raise UserError(f"--top-k must be at least 1 (got {top_k})")
@@ -100,19 +133,7 @@ class Tracer:
         if nbytes < self.width:
             result["note"] = (f"the snippet is {nbytes} bytes, shorter than the n-gram width {self.width}: "
                               f"no membership verdict; full-text hits only")
-        terms = query_terms(text)
-        hits = [h for shard in self.shards for h in shard.fulltext.search(terms, top_k * RERANK_FACTOR)]
-        # BM25 scores of different shards are not comparable (each shard has its own term statistics), and
-        # BM25 does not reward verbatim order: rank the candidates by the share of the snippet's n-grams that
-        # occur in them verbatim, then by BM25 (renamed copies share no n-gram and keep BM25's order)
-        snippet_keys = np.unique(ngram_hashes(text.encode("utf-8"), self.width))
-        scored = []
-        for h in hits:
-            keys = ngram_hashes(h.fields["content"].encode("utf-8"), self.width)
-            overlap = float(np.isin(snippet_keys, keys).mean()) if len(snippet_keys) else 0.0
-            scored.append((overlap, h))
-        scored.sort(key=lambda oh: (-oh[0], -oh[1].score, oh[1].fields["shard"], oh[1].fields["row"]))
-        for rank, (overlap, hit) in enumerate(scored[:top_k], 1):
+        for rank, (overlap, hit) in enumerate(self.search(text, top_k), 1):
             fields = dict(hit.fields)
             content = fields.pop("content")
             entry = {"rank": rank, "score": round(hit.score, 4), "verbatim_overlap": round(overlap, 4), **fields,
