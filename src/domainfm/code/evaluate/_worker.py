@@ -274,8 +274,10 @@ def main():
             return
         if not msg:
             return
-        if len(fds) != 3:
-            return
+        if len(fds) != 3:  # a late "abort" for a sample that had already ended: nothing to do
+            for fd in fds:
+                os.close(fd)
+            continue
         sock.send(json.dumps(_run(sock, json.loads(msg), fds, baseline)).encode())
 
 
