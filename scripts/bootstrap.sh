@@ -10,9 +10,9 @@ command -v git   >/dev/null 2>&1 || need_apt+=(git)          # reading git repos
 # MultiPL-E runtimes (docs/evaluate.md, "MultiPL-E languages"): each language's compiler/interpreter plus the
 # test library its translated tests use. Debian 12 packages, --no-install-recommends; on this machine kind
 # (g++, a JDK, node and perl already present) they add about 1.0 GB installed, ~30 s to install here.
-# Julia, Swift (no Debian 12 package) and Scala (left out, see the docs) are reported as skipped.
+# Julia and Swift (no Debian 12 package) are reported as skipped.
 multiple_apt=(nodejs g++ default-jdk-headless libjavatuples-java golang-go rustc lua5.4 lua-unit ruby
-              ruby-test-unit php-cli perl libtest-deep-perl r-base-core node-typescript gdc)
+              ruby-test-unit php-cli perl libtest-deep-perl r-base-core node-typescript gdc scala)
 for pkg in "${multiple_apt[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need_apt+=("$pkg")
 done

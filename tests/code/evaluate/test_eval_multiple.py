@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from domainfm.code.evaluate.harness import EvalConfig, check_completions, evaluate
 from domainfm.code.evaluate.languages import LANGUAGES, judge_go, judge_perl, judge_php
 from domainfm.code.evaluate.sandbox import Sandbox
@@ -30,10 +32,11 @@ ADD = {
     "r": ("    x + y\n}\n", "    x - y\n}\n"),
     "d": ("{\n    return x + y;\n}\n", "{\n    return x - y;\n}\n"),
     "js": ("    return x + y;\n}\n", "    return x - y;\n}\n"),
+    "scala": ("        x + y\n", "        x - y\n"),
 }
 # the languages scripts/bootstrap.sh installs runtimes for, and the ones it reports as skipped
 INSTALLED = set(ADD)
-SKIPPED = {"jl": "julia", "swift": "swift", "scala": "scala"}
+SKIPPED = {"jl": "julia", "swift": "swift"}
 
 
 def test_every_multiple_language_is_run_or_skipped_with_reason() -> None:
@@ -46,6 +49,7 @@ def test_every_multiple_language_is_run_or_skipped_with_reason() -> None:
         assert why and why.startswith(f"runtime {runtime} not installed"), why
 
 
+@pytest.mark.slow  # 28 compiles/runs in 14 toolchains (C++, TypeScript and Scala builds take seconds each)
 def test_right_and_wrong_completions_in_every_installed_language(data_dir: Path, sandbox: Sandbox) -> None:
     pairs, labels = [], []
     for ext, (good, bad) in ADD.items():

@@ -165,11 +165,11 @@ _ENTRIES = [
              skip_reason="runtime julia not installed (no Debian 12 package: julia is not in bookworm)"),
     Language("swift", ("swiftc",), "swiftlang", "main.swift", _build("{swiftc} main.swift -o main") + " && ./main",
              skip_reason="runtime swift not installed (no Debian 12 package: swiftlang is not in bookworm)"),
+    # Debian 12's Scala is 2.11.12 (it runs on the JDK 17 here); eval_scala.py gives scalac 45 s
     Language("scala", ("scalac", "scala"), "scala", "Problem.scala",
              _build("{scalac} -d . Problem.scala") + " && {scala} -cp . Problem", judge=judge_scala,
-             timeout=60.0, memory_mb=8192,
-             skip_reason="runtime scala not installed (apt package scala: Debian 12 has Scala 2.11, which does "
-                         "not run on the JDK 17 installed here; left out of scripts/bootstrap.sh)"),
+             timeout=60.0, memory_mb=8192, binds=("/etc/alternatives",),
+             env={"JAVA_OPTS": "-Xmx1g -XX:+UseSerialGC"}),
 ]
 for _lang in _ENTRIES:
     LANGUAGES.register(_lang.name, _lang)
