@@ -77,15 +77,13 @@ def package_labels(dist: Path, detectors: dict) -> dict:
     out = {"package": dist.name, "license_files": [str(p.relative_to(dist)) for p in files],
            "metadata": sorted(licenses._pkg_info(text, licenses.detect_text)) if text else []}
     for name, det in detectors.items():
-        found: set[str] = set()
+        # the curation's own reading (pointer files and NOTICE attributions add nothing, a one-name
+        # LICENSE is a declaration), all scopes of the package together
+        lm = licenses.LicenseMap(detector=det)
         t0 = time.perf_counter()
         for p in files:
-            ids = det(p.read_text(encoding="utf-8", errors="replace"))
-            if ids:
-                found |= ids
-            elif not licenses._NOTICE_NAMES.match(p.name):
-                found.add(UNKNOWN)
-        out[name] = sorted(found)
+            lm.add_file(str(p.relative_to(dist)), p.read_text(encoding="utf-8", errors="replace"))
+        out[name] = sorted(set().union(*lm.scopes().values()))
         out[f"{name}_s"] = time.perf_counter() - t0
     return out
 

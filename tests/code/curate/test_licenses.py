@@ -155,3 +155,9 @@ def test_real_license_file_shapes_from_site_packages():
     look = lm.lookup_fn()
     assert look("ray/__init__.py") == ["Apache-2.0"]
     assert look("packaging/version.py") == ["Apache-2.0", "BSD-3-Clause"]
+
+
+def test_detector_own_permissive_refs_count_as_permissive():
+    # ScanCode's one-off permissive licenses (protobuf's) come back as LicenseRef-permissive-scancode-*
+    assert licenses.license_type(["LicenseRef-permissive-scancode-protobuf", "MIT"]) == "permissive"
+    assert licenses.license_type(["LicenseRef-scancode-unknown", "MIT"]) == "non_permissive"

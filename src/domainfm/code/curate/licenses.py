@@ -184,7 +184,8 @@ def _base_id(key: str) -> str:
 
 
 def is_permissive_id(key: str) -> bool:
-    return key in PERMISSIVE or _base_id(key) in PERMISSIVE
+    """On the permissive list, or a detector's own permissive LicenseRef (`LicenseRef-permissive-...`)."""
+    return key in PERMISSIVE or _base_id(key) in PERMISSIVE or key.startswith("LicenseRef-permissive-")
 
 
 # free-text families, first match wins: copyleft and proprietary before the permissive names, so
