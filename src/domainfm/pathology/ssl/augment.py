@@ -219,20 +219,15 @@ def adjust_hue(x: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
     hg = ((maxc == g) & (maxc != r)) * (2.0 + rc - bc)
     hb = ((maxc != g) & (maxc != r)) * (4.0 + gc - rc)
     h = torch.fmod((hr + hg + hb) / 6.0 + 1.0, 1.0)
-    h = torch.remainder(h + f.view(-1, 1, 1).to(x.dtype), 1.0)
-    v = maxc
-    i = torch.floor(h * 6.0)
-    fr = h * 6.0 - i
-    i = i.to(torch.int64) % 6
-    p = (v * (1.0 - s)).clamp(0, 1)
-    q = (v * (1.0 - s * fr)).clamp(0, 1)
-    t = (v * (1.0 - s * (1.0 - fr))).clamp(0, 1)
-    mask = i.unsqueeze(1) == torch.arange(6, device=x.device).view(-1, 1, 1)  # (n, 6, H, W)
-    a1 = torch.stack((v, q, p, p, t, v), dim=1)
-    a2 = torch.stack((t, v, v, q, p, p), dim=1)
-    a3 = torch.stack((p, p, t, v, v, q), dim=1)
-    a4 = torch.stack((a1, a2, a3), dim=1)  # (n, 3, 6, H, W)
-    return torch.einsum("nijk,nxijk->nxjk", mask.to(x.dtype), a4)
+    h6 = torch.remainder(h + f.view(-1, 1, 1).to(x.dtype), 1.0) * 6.0
+    # HSV -> RGB without the 6-way piecewise stack: channel_n = v - v s clamp(min(k, 4 - k), 0, 1) with
+    # k = (n + 6h) mod 6, n = 5, 3, 1 for R, G, B (the same values as torchvision's piecewise form)
+    vs = maxc * s
+    out = []
+    for n in (5.0, 3.0, 1.0):
+        k = torch.remainder(h6 + n, 6.0)
+        out.append(maxc - vs * torch.minimum(k, 4.0 - k).clamp_(0.0, 1.0))
+    return torch.stack(out, dim=1).clamp_(0.0, 1.0)
 
 
 _COLOR_OPS = (adjust_brightness, adjust_contrast, adjust_saturation, adjust_hue)
@@ -240,16 +235,17 @@ _COLOR_OPS = (adjust_brightness, adjust_contrast, adjust_saturation, adjust_hue)
 
 def gaussian_blur(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
     """Separable Gaussian blur with a per-sample sigma (n,), reflect padding, radius ceil(3 sigma_max)."""
-    n, c, h, w = x.shape
+    n, _, h, w = x.shape
     radius = max(1, min(int(math.ceil(3 * float(sigma.max()))), min(h, w) - 1))
     t = torch.arange(-radius, radius + 1, dtype=torch.float64)
     k = torch.exp(-0.5 * (t.view(1, -1) / sigma.view(-1, 1)) ** 2)
     k = (k / k.sum(1, keepdim=True)).to(x.dtype).to(x.device)  # (n, 2r+1)
-    k = k.repeat_interleave(c, dim=0)  # one kernel per (sample, channel) group
-    y = F.pad(x.reshape(1, n * c, h, w), (radius, radius, radius, radius), mode="reflect")
-    y = F.conv2d(y, k.view(n * c, 1, 1, -1), groups=n * c)
-    y = F.conv2d(y, k.view(n * c, 1, -1, 1), groups=n * c)
-    return y.view(n, c, h, w)
+    taps = k.view(n, 1, 1, 1, -1).unbind(-1)  # 2r+1 per-sample weights (n, 1, 1, 1)
+    y = F.pad(x, (radius, radius, radius, radius), mode="reflect")  # (n, c, h + 2r, w + 2r)
+    # separable: a weighted sum of shifted views along W, then along H (cheaper than a grouped
+    # convolution with one tiny kernel per sample and channel)
+    y = sum(t * y[..., j:j + w] for j, t in enumerate(taps))  # (n, c, h + 2r, w)
+    return sum(t * y[..., j:j + h, :] for j, t in enumerate(taps))  # (n, c, h, w)
 
 
 def _apply_subset(x: torch.Tensor, idx: torch.Tensor, fn: Any, *args: torch.Tensor) -> torch.Tensor:
