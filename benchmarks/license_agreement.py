@@ -112,14 +112,19 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--site-packages", default=None, help="folder of *.dist-info (default: this venv's)")
     ap.add_argument("--scancode", action="store_true", help="also run ScanCode (needs scancode-toolkit)")
     ap.add_argument("--out", default=None, help="write every package's labels here (JSON)")
+    ap.add_argument("--from-json", default=None, help="re-tabulate a previous --out (e.g. after a policy change)")
     args = ap.parse_args(argv)
     sp = Path(args.site_packages or sysconfig.get_paths()["purelib"] or site.getsitepackages()[0])
     detectors = {"rules": licenses.detect_text}
-    if args.scancode:
+    if args.from_json:
+        rows = json.loads(Path(args.from_json).read_text())
+        args.scancode = all("scancode" in r for r in rows)
+    elif args.scancode:
         t0 = time.perf_counter()
         detectors["scancode"] = licenses.get_detector("scancode")
         print(f"ScanCode index loaded in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
-    rows = [package_labels(d, detectors) for d in sorted(sp.glob("*.dist-info"))]
+    if not args.from_json:
+        rows = [package_labels(d, detectors) for d in sorted(sp.glob("*.dist-info"))]
     with_files = [r for r in rows if r["license_files"]]
     print(f"{len(rows)} packages in {sp}; {len(with_files)} ship license files "
           f"({sum(len(r['license_files']) for r in rows)} files)\n")

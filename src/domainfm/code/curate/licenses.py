@@ -42,6 +42,7 @@ PERMISSIVE = frozenset({
     "NCSA", "PostgreSQL", "UPL-1.0", "CC-BY-4.0", "CC-BY-3.0", "MIT-CMU", "Apache-1.1", "BSD-4-Clause", "AFL-3.0",
     "Artistic-2.0", "ZPL-2.1", "OpenSSL", "Libpng", "libpng-2.0", "Unicode-3.0", "Unicode-DFS-2016",
     "BlueOak-1.0.0", "PIL", "BSD-2-Clause-Patent", "bzip2-1.0.6", "curl", "Zlib-acknowledgement", "MIT-Modern-Variant",
+    "BSD-1-Clause", "CNRI-Python", "IJG", "libtiff", "blessing", "NTP", "MIT-open-group", "TCL", "ICU", "HPND-sell-variant",
 })
 
 # (SPDX id, all of these phrases present) — checked on lower-cased, whitespace-collapsed text
