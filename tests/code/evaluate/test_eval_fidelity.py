@@ -59,8 +59,11 @@ def test_hostile_candidates_cannot_pass_evalplus(he_plus, sandbox: Sandbox) -> N
 def test_special_oracle_and_float_tolerance_in_a_real_run(he_plus, sandbox: Sandbox) -> None:  # noqa: ANN001
     task, problems = he_plus
     by_id = {p.task_id: p for p in problems}
-    p32 = by_id["HumanEval/32"]  # find_zero: any root within atol passes (EvalPlus's special oracle)
-    newton = ("    x = 0.0\n    for _ in range(200):\n"
+    # find_zero: any root within atol passes (EvalPlus's special oracle). Newton from x = 1000 finds the
+    # largest root, not the one the canonical bisection finds (input #4 has several): compared with the
+    # canonical's output, as before, this failed
+    p32 = by_id["HumanEval/32"]
+    newton = ("    x = 1000.0\n    for _ in range(500):\n"
               "        f = sum(c * x ** i for i, c in enumerate(xs))\n"
               "        d = sum(i * c * x ** (i - 1) for i, c in enumerate(xs) if i)\n"
               "        x = x - f / d if d else x + 1.0\n    return x\n")
