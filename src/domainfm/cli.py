@@ -30,6 +30,17 @@ def _build() -> None:
     app.add_typer(build_pathology(), name="pathology",
                   help="Histopathology: tile, pretrain (MoCo v2), extract, probe, MIL, heatmaps.")
     app.add_typer(demo_app, name="demo")
+    app.command("report")(report)
+
+
+def report(run_dir: Path = typer.Argument(..., help="a run folder (e.g. runs/demo)"),
+           output: Path = typer.Option(Path("report.html"), "-o", "--output", help="the HTML page to write")) -> None:
+    """One self-contained HTML page over the stages a run folder holds (images embedded, works offline)."""
+    from domainfm.report import build_report
+
+    res = build_report(run_dir, output)
+    print(f"report: {res['path']} ({len(res['sections'])} sections, {res['images']} images, "
+          f"{res['warnings']} warnings)")
 
 
 @demo_app.callback(invoke_without_command=True)
@@ -71,6 +82,10 @@ def _run_demo(domains: tuple[str, ...], out: Path, workers: int, quick: bool) ->
     print(f"\ndemo finished in {time.perf_counter() - t0:.0f}s; outputs under {out}/")
     for stage, secs in ctx.timings.items():
         print(f"  {stage:<32} {secs:>7.1f}s")
+    from domainfm.report import build_report, write_run_record
+
+    write_run_record(out, ctx.timings, wall_s=time.perf_counter() - t0)
+    print(f"report: {build_report(out, out / 'report.html')['path']}")
 
 
 def main(argv: list[str] | None = None) -> int:

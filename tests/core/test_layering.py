@@ -14,6 +14,7 @@ FORBIDDEN = {
     "core": ("domainfm.code", "domainfm.pathology"),
     "code": ("domainfm.pathology",),
     "pathology": ("domainfm.code",),
+    "report": ("domainfm.code", "domainfm.pathology"),  # it reads the domains' files, never their code
 }
 
 
