@@ -7,6 +7,7 @@ cd "$(dirname "$0")/.."
 need_apt=()
 command -v bwrap >/dev/null 2>&1 || need_apt+=(bubblewrap)   # the evaluation sandbox
 command -v git   >/dev/null 2>&1 || need_apt+=(git)          # reading git repositories in curation
+command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)  # the report's browser test (tests/report)
 # MultiPL-E runtimes (docs/evaluate.md, "MultiPL-E languages"): each language's compiler/interpreter plus the
 # test library its translated tests use. Debian 12 packages, --no-install-recommends; on this machine kind
 # (g++, a JDK, node and perl already present) they add about 1.0 GB installed, ~30 s to install here.
