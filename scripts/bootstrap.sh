@@ -14,16 +14,22 @@ command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)  # the report's brow
 # Julia and Swift (no Debian 12 package) are reported as skipped.
 multiple_apt=(nodejs g++ default-jdk-headless libjavatuples-java golang-go rustc lua5.4 lua-unit ruby
               ruby-test-unit php-cli perl libtest-deep-perl r-base-core node-typescript gdc scala)
+need_multiple=()
 for pkg in "${multiple_apt[@]}"; do
-  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need_apt+=("$pkg")
+  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need_multiple+=("$pkg")
 done
-if [ ${#need_apt[@]} -gt 0 ]; then
+if [ $(( ${#need_apt[@]} + ${#need_multiple[@]} )) -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-    echo "bootstrap: installing system packages: ${need_apt[*]}"
+    echo "bootstrap: installing system packages: ${need_apt[*]} ${need_multiple[*]}"
     apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
+    if [ ${#need_apt[@]} -gt 0 ]; then
+      DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}" >/dev/null
+    fi
+    if [ ${#need_multiple[@]} -gt 0 ]; then
+      DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need_multiple[@]}" >/dev/null
+    fi
   else
-    echo "bootstrap: warning: please install these system packages: ${need_apt[*]}" >&2
+    echo "bootstrap: warning: please install these system packages: ${need_apt[*]} ${need_multiple[*]}" >&2
   fi
 fi
 
