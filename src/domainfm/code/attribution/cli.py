@@ -8,11 +8,14 @@ from pathlib import Path
 
 import typer
 
+from domainfm.core.locks import writes_output
+
 
 def register(app: typer.Typer) -> None:
     """Add `index`, `trace` and `datacard` to the code app."""
 
     @app.command("index")
+    @writes_output("out")
     def index(
         corpus: Path = typer.Argument(..., help="curated corpus folder (`code curate` output, with data/*.parquet)"),
         out: Path = typer.Option(..., "-o", "--out", help="index folder to write (reruns add new shards only)"),

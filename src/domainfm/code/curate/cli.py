@@ -15,6 +15,7 @@ import typer
 
 from domainfm.code.curate.config import CurateConfig
 from domainfm.core.config import config_command, load_config
+from domainfm.core.locks import writes_output
 
 
 def _run(yaml_path: Path | None, **flags: Any) -> None:
@@ -41,6 +42,7 @@ def build_command() -> Any:
     params.append(inspect.Parameter("config", inspect.Parameter.KEYWORD_ONLY, default=typer.Option(
         None, "--config", help="YAML file of CurateConfig keys; flags override it", show_default=False)))
 
+    @writes_output("out")
     def curate_cmd(**kwargs: Any) -> None:
         """Curate a code corpus: read, license-filter, quality-filter, dedup, redact PII, decontaminate."""
         yaml_path = kwargs.pop("config", None)

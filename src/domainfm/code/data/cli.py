@@ -6,11 +6,14 @@ from pathlib import Path
 
 import typer
 
+from domainfm.core.locks import writes_output
+
 
 def register(app: typer.Typer) -> None:
     """Add `pack` to the code app."""
 
     @app.command("pack")
+    @writes_output("out")
     def pack(
         corpus: Path = typer.Argument(..., help="curated corpus folder (CURATED_DIR with data/*.parquet)"),
         tokenizer: Path = typer.Option(..., "--tokenizer", help="tokenizer folder (`code tokenizer train`)"),

@@ -13,6 +13,7 @@ import typer
 
 from domainfm.code.train.config import PretrainConfig
 from domainfm.core.config import config_command
+from domainfm.core.locks import writes_output
 
 
 def _add_short_flag(command, name: str, short: str):  # noqa: ANN001, ANN202 - typer plumbing
@@ -28,6 +29,7 @@ def register(app: typer.Typer) -> None:
     """Add this stage's commands to the domain's typer app."""
 
     @config_command(PretrainConfig)
+    @writes_output("out")
     def pretrain(cfg: PretrainConfig) -> None:
         """Pretrain a StarCoder-family model on packed shards; resumes from OUT's last checkpoint."""
         from domainfm.code.train import pretrain as run

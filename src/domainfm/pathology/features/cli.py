@@ -8,6 +8,7 @@ import typer
 
 from domainfm.core.config import config_command
 from domainfm.core.errors import UserError
+from domainfm.core.locks import writes_output
 from domainfm.pathology.features.probe import ProbeConfig
 from domainfm.pathology.ssl.cli import add_short_flag
 
@@ -85,6 +86,7 @@ def run_extract(cfg: ExtractConfig) -> dict:
 def register(app: typer.Typer) -> None:
     """Add `extract` and `probe` to the pathology app."""
 
+    @writes_output("output")
     def extract_cmd(cfg: ExtractConfig) -> None:
         run_extract(cfg)
 

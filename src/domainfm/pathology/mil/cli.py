@@ -7,6 +7,7 @@ from pathlib import Path
 import typer
 
 from domainfm.core.errors import UserError
+from domainfm.core.locks import writes_output
 
 mil_app = typer.Typer(no_args_is_help=True, rich_markup_mode=None,
                       help="Multiple-instance learning on slide feature bags: train (nested CV), predict, list.")
@@ -83,6 +84,7 @@ def _externals(labels_csv: Path, features: Path, ext_features: Path | None, ext_
 
 
 @mil_app.command("train")
+@writes_output("out")
 def train(features: Path = typer.Option(..., "--features", help="folder of per-slide feature .h5 files"),
           labels: Path = typer.Option(..., "--labels", help="CSV: slide_id, patient_id, label[, cohort]"),
           model: str = typer.Option("chowder", "--model", help="aggregator (see `mil list`)"),

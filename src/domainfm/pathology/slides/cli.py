@@ -6,6 +6,8 @@ from pathlib import Path
 
 import typer
 
+from domainfm.core.locks import writes_output
+
 
 def register(app: typer.Typer) -> None:
     """Add `tile`, `camelyon16` and `annotations` to the pathology app."""
@@ -96,6 +98,7 @@ def annotations(xml: Path = typer.Argument(..., help="ASAP XML annotation file (
                    f"{res['n_outside']} outside, {res['n_partial']} partial left out)")
 
 
+@writes_output("out")
 def tile(
     slides: list[Path] = typer.Argument(..., help="slide files and/or folders (searched recursively)"),
     out: Path = typer.Option(..., "-o", "--out", help="output folder"),

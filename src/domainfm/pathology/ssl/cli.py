@@ -5,12 +5,14 @@ from __future__ import annotations
 import typer
 
 from domainfm.core.config import config_command
+from domainfm.core.locks import writes_output
 from domainfm.pathology.ssl.config import MocoConfig
 
 
 def register(app: typer.Typer) -> None:
     """Add `pretrain` to the pathology app."""
 
+    @writes_output("output")
     def pretrain_cmd(cfg: MocoConfig) -> None:
         from domainfm.pathology.ssl.train import pretrain
 
