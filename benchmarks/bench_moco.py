@@ -71,7 +71,7 @@ def ours_step_fn(args: argparse.Namespace, channels_last: bool | None = None):  
     model = MoCo(backbone, width, queue_size=args.queue_size, bn_splits=auto_bn_splits(args.batch_size, 0)).to(args.device)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
-    opt = torch.optim.SGD(model.encoder_q.parameters(), lr=0.03, momentum=0.9, weight_decay=1e-4)
+    opt = torch.optim.SGD(model.encoder_q.parameters(), lr=0.03, momentum=0.9, weight_decay=1e-4, foreach=True)
     gen = torch.Generator().manual_seed(0)
     fmt = torch.channels_last if channels_last else torch.contiguous_format
 

@@ -300,8 +300,9 @@ def _train(cfg: MocoConfig, stop_at_step: int | None, rank: int, world: int, dev
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     base_lr = cfg.lr or 0.03 * global_batch / 256  # MoCo's rule on the global batch (all ranks together)
+    # foreach: multi-tensor kernels on the CPU too (torch picks them by default on CUDA only)
     opt = torch.optim.SGD(model.encoder_q.parameters(), lr=base_lr, momentum=cfg.sgd_momentum,
-                          weight_decay=cfg.weight_decay)
+                          weight_decay=cfg.weight_decay, foreach=True)
     gen = torch.Generator().manual_seed(cfg.seed + 1)  # shuffled-BN permutations (the same on every rank)
     state: dict[str, Any] = {"step": 0, "total": total, "loss": [], "lr": [], "knn": [], "images_seen": 0,
                              "seconds": 0.0, "world": world, "base_lr": base_lr}
