@@ -11,7 +11,8 @@ unused vocabulary rows of the tied embedding are zeroed, so under greedy decodin
 Per concurrency level C, C clients send `max(C, --min-requests)` requests in all; reported: generated
 tokens/s over the level's wall time and per-request latency p50/p99. "sequential HF generate" is one
 `model.generate` per request, one after another, in this process (its tokens/s does not depend on C; its
-latency at C clients would be C times larger). Servers run as separate processes on loopback.
+latency at C clients would be C times larger). Servers run as separate processes on loopback. Every system
+gets the same number of torch threads (`--threads`, default 1: see its help).
 """
 
 from __future__ import annotations
@@ -101,8 +102,9 @@ def sequential_generate(model_dir: Path, prompts: list[str], max_tokens: int, n:
     return {"tok_s": toks / wall, "p50": statistics.median(lat), "p99": max(lat), "requests": n}
 
 
-def start_server(cmd: list[str], ready: str, timeout: float = 300) -> tuple[subprocess.Popen, str]:
-    env = {**os.environ, "DOMAINFM_PROGRESS": "0", "HF_HUB_OFFLINE": "1"}
+def start_server(cmd: list[str], ready: str, threads: int, timeout: float = 300) -> tuple[subprocess.Popen, str]:
+    env = {**os.environ, "DOMAINFM_PROGRESS": "0", "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": str(threads),
+           "MKL_NUM_THREADS": str(threads)}
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -166,11 +168,18 @@ def main() -> None:
     ap.add_argument("--sequential-requests", type=int, default=8)
     ap.add_argument("--peers", default="sequential,transformers-serve,transformers-serve-cb")
     ap.add_argument("--max-batch", type=int, default=64)
+    ap.add_argument("--threads", type=int, default=1,
+                    help="torch/OpenMP threads of every system (1: on a shared, oversubscribed machine OpenMP's "
+                         "spinning barriers make 2 threads up to 80x slower than 1)")
     args = ap.parse_args()
+    import torch
+
+    torch.set_num_threads(args.threads)  # the sequential baseline, in this process
     clients = [int(c) for c in args.clients.split(",")]
     peers = args.peers.split(",")
     load = os.getloadavg()
-    print(f"# {os.cpu_count()} CPUs, load average {load[0]:.1f} at start; max_tokens {args.max_tokens}, "
+    print(f"# {os.cpu_count()} CPUs, {args.threads} torch thread(s) per system, load average {load[0]:.1f} at "
+          f"start; max_tokens {args.max_tokens}, "
           f"prompts: last {args.prompt_tokens} tokens of the first {args.prompts} HumanEval prompts")
     rows: list[dict[str, Any]] = []
     for preset in args.presets.split(","):
@@ -196,7 +205,7 @@ def main() -> None:
                                 r"Uvicorn running on (http://\S+:\d+)", str(model_dir)))
             for name, cmd, ready, model_id in systems:
                 try:
-                    proc, url = start_server(cmd, ready)
+                    proc, url = start_server(cmd, ready, args.threads)
                 except RuntimeError as exc:
                     rows.append({"preset": preset, "system": name, "error": str(exc)})
                     print(json.dumps(rows[-1]), flush=True)
