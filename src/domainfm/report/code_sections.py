@@ -217,9 +217,19 @@ def _attribution(sec: Section, run: RunFolder, rel: Path) -> None:
     idx = load_json(run.path(rel))
     if not isinstance(idx, dict):
         raise Malformed(f"{rel}: not a JSON object")
-    sec.kv([("files indexed", fmt_int(idx.get("n_docs"))), ("shards", fmt_int(idx.get("n_shards"))),
-            ("n-grams", fmt_int(idx.get("n_ngrams"))), ("n-gram width (bytes)", idx.get("width")),
-            ("false-positive rate per lookup", idx.get("fpr_index"))])
+    # totals over the shards' shard.json, as the index's own `describe` computes them
+    infos = []
+    for marker in sorted((run.path(rel).parent / "shards").glob("*/shard.json")):
+        info = load_json(marker)
+        if isinstance(info, dict):
+            infos.append(info)
+    miss = 1.0
+    for i in infos:
+        miss *= 1.0 - float(i.get("fpr") or 0.0)
+    sec.kv([("format", idx.get("format")), ("files indexed", fmt_int(sum(int(i.get("n_docs") or 0) for i in infos))),
+            ("shards", fmt_int(len(infos))), ("n-grams", fmt_int(sum(int(i.get("n_ngrams") or 0) for i in infos))),
+            ("n-gram width (bytes)", idx.get("width")),
+            ("false-positive rate per lookup", f"{1.0 - miss:.2g}" if infos else None)])
     root = run.path(rel).parent.parent
     cards = sorted(p for p in run.files if p.parts[: len(rel.parts) - 2] == rel.parts[:-2]
                    and p.suffix == ".md" and "datacard" in str(p))

@@ -40,7 +40,7 @@ class RunFolder:
             depth = len(rel.parts)
             # `train`/`val` are pruned only as packed-token folders, not as the code/train stage folder
             dirnames[:] = sorted(d for d in dirnames
-                                 if depth < MAX_DEPTH and not (d in PRUNE and not _is_stage_dir(rel, d)))
+                                 if depth < MAX_DEPTH and not (d in PRUNE and not _is_stage_dir(rel, d, dirnames)))
             found.extend(rel / f for f in filenames if Path(f).suffix in KEEP_SUFFIXES)
         return cls(root, sorted(found))
 
@@ -54,9 +54,14 @@ class RunFolder:
         return self.root / rel
 
 
-def _is_stage_dir(parent: Path, name: str) -> bool:
-    """`code/train` is a stage folder of the demo; `packed/train` (token shards) is not."""
-    return name == "train" and parent.name == "code"
+def _is_stage_dir(parent: Path, name: str, siblings: list[str]) -> bool:
+    """`code/train` and `pathology/tiles` are stage folders of the demo; `packed/train` (token shards) and a
+    tiling output's `tiles/` (tile images, beside its `coords/`) are bulk data."""
+    if name == "train":
+        return parent.name == "code"
+    if name == "tiles":
+        return "coords" not in siblings
+    return False
 
 
 def load_json(path: Path) -> Any:
@@ -115,4 +120,14 @@ def png_uri(path: Path) -> str:
         raise Malformed(f"{Path(path).name}: unreadable ({exc.__class__.__name__})") from exc
     if not data.startswith(PNG_MAGIC):
         raise Malformed(f"{Path(path).name}: not a PNG image")
+    try:  # a truncated or corrupt PNG would show as a broken image: check its chunks (CRCs, IEND) first
+        import io
+
+        from PIL import Image
+
+        Image.open(io.BytesIO(data)).verify()
+    except ImportError:
+        pass  # no Pillow: the signature check above is all we can do
+    except Exception as exc:  # Pillow raises several types (SyntaxError, OSError, ...) for a damaged file
+        raise Malformed(f"{Path(path).name}: damaged PNG ({exc.__class__.__name__})") from None
     return "data:image/png;base64," + base64.b64encode(data).decode("ascii")

@@ -190,7 +190,7 @@ def _heatmaps(sec: Section, metas: list[Path], run: RunFolder) -> None:
         rows.append([sid, fmt_float(m.get("score"), 2), fmt_int(m.get("n_tiles")), m.get("target_mpp", ""),
                      m.get("encoder", "")])
         base = run.path(rel).parent
-        sec.images([(p, f"{sid}: {cap}") for p, cap in ((base / f"{sid}_overlay.png", "heatmap over the slide"),
+        sec.images([(p, f"{sid}: {cap}") for p, cap in ((base / f"{sid}_heatmap_overlay.png", "heatmap over the slide"),
                                                         (base / f"{sid}_heatmap.png", "heatmap"),
                                                         (base / f"{sid}_gallery.png", "top / bottom tiles"))
                     if p.is_file()])
