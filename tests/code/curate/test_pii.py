@@ -93,6 +93,7 @@ def tiny_ner(tmp_path_factory):
     return d
 
 
+@pytest.mark.slow  # imports torch + transformers' pipeline
 def test_pii_model_folder_plumbing(tiny_ner):
     from domainfm.code.curate.pii_ner import NerPII
 
