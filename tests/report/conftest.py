@@ -1,9 +1,10 @@
 """A small real run folder for the report tests, made by the stages' own public functions.
 
-Real runs of the fast stages (curation of stdlib repositories, tiling of the real CMU sample slide,
-HumanEval canonical solutions in the harness, a MIL cross-validation on a small feature cohort) and the
-real writers of the slow ones (the trainer's loss plot over a metrics log in the trainer's format): about
-20 s on 2 idle cores. Laid out like `runs/demo` (see the demo stages).
+Real runs of the fast stages (curation of stdlib repositories, its attribution index, data card and a
+trace, HumanEval canonical solutions in the harness, tiling of the real CMU sample slide, two MoCo steps on
+its tiles, probes of small feature files, a MIL cross-validation on a small feature cohort) and the real
+writer of the slow one (the trainer's loss plot over a metrics log in the trainer's format). Laid out like
+`runs/demo` (see the demo stages). No heatmap: the demo run covers it (docs/report.md).
 """
 
 from __future__ import annotations
@@ -72,6 +73,59 @@ def _evaluate(run: Path) -> None:
                         unsafe_local_execution=unsafe))
 
 
+def _attribution(run: Path) -> None:
+    """The index and data card of the curated corpus, and a trace of two samples (one copied from it)."""
+    import pyarrow.parquet as pq
+
+    from domainfm.code.attribution.datacard import write_datacard
+    from domainfm.code.attribution.index import build_index
+    from domainfm.code.attribution.trace import Tracer, trace_samples
+
+    corpus, root = run / "code" / "corpus", run / "code" / "attribution"
+    build_index(corpus, root / "index")
+    write_datacard(corpus, root / "datacard")
+    text = pq.read_table(next((corpus / "data").glob("*.parquet")), columns=["content"]).to_pylist()[0]["content"]
+    rows = [{"id": "copied", "completions": [text[:600]]}, {"id": "novel", "completions": ["zq = 'x' * 3  # new\n" * 8]}]
+    tracer = Tracer(root / "index")
+    results, summary = trace_samples(tracer, rows, min_span=tracer.width)
+    (root / "traces.json").write_text(json.dumps({"samples": results, "summary": summary}))  # `code trace --json`
+
+
+def _moco(run: Path) -> None:
+    """Two real MoCo v2 steps on the tiles of the CMU slide (history.json, loss_curve.png, config.json)."""
+    from domainfm.pathology.ssl.config import MocoConfig
+    from domainfm.pathology.ssl.train import pretrain
+
+    pretrain(MocoConfig(tiles=str(run / "pathology" / "tiles"), output=str(run / "pathology" / "moco"),
+                        backbone="resnet18", image_size=32, batch_size=8, queue_size=32, max_steps=2, device="cpu"))
+
+
+def _probe(run: Path, root: Path) -> None:
+    """Linear and kNN probes of two small labelled feature files (class 1 shifted on one dimension)."""
+    import h5py
+
+    from domainfm.pathology.features.probe import ProbeConfig, run_probe
+
+    rng = np.random.default_rng(1)
+    files = []
+    for split, n in (("train", 60), ("test", 40)):
+        y = np.arange(n) % 2
+        x = rng.normal(size=(n, 8)).astype(np.float32)
+        x[:, 0] += 2.0 * y
+        path = root / "feats" / split / "toy.h5"
+        path.parent.mkdir(parents=True)
+        with h5py.File(path, "w") as f:
+            f.create_dataset("features", data=x)
+            f.create_dataset("labels", data=y)
+            f.create_dataset("paths", data=np.array([f"{c}/p{i}.jpg" for i, c in enumerate(y)], dtype=object),
+                             dtype=h5py.string_dtype())
+            f.attrs["classes"] = ["0", "1"]
+            f.attrs["encoder"] = "toy-encoder"
+        files.append(path)
+    run_probe(ProbeConfig(train=str(files[0]), test=str(files[1]), output=str(run / "pathology" / "features" / "probe"),
+                          embedding="none", knn_k=5))
+
+
 def _tiles(run: Path, data_dir: Path) -> None:
     from domainfm.core.demo import DemoContext
     from domainfm.pathology.slides import demo
@@ -117,7 +171,10 @@ def run_folder(tmp_path_factory: pytest.TempPathFactory, data_dir: Path) -> Path
     run = root / "run"
     _loss(run)
     _evaluate(run)
+    _attribution(run)
     _tiles(run, data_dir)
+    _moco(run)
+    _probe(run, root)
     _mil(run, root)
     write_run_record(run, {"code/curate": 1.5, "pathology/slides": 2.5}, argv=["domainfm", "demo", "--quick"],
                      wall_s=4.0)

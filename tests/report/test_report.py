@@ -83,7 +83,8 @@ def report(run_folder: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[
 def test_sections_in_data_flow_order(report: tuple[dict, Page, str]) -> None:
     _, page, _ = report
     titles = [t.split(" ")[0] if not t.startswith(("Slides", "MoCo", "Feature")) else t for t in page.h3]
-    order = ["Curation", "Pretraining", "Evaluation", "Slides and tiles pathology/tiles", "MIL"]
+    order = ["Curation", "Pretraining", "Evaluation", "Attribution", "Slides and tiles pathology/tiles", "MoCo",
+             "Feature", "MIL"]
     got = [next(i for i, t in enumerate(titles) if t.startswith(o.split(" ")[0])) for o in order]
     assert got == sorted(got), page.h3
     assert not page.warnings, page.warnings
@@ -110,6 +111,17 @@ def test_numbers_are_those_of_the_stage_files(run_folder: Path, report: tuple[di
     mil = json.loads((run_folder / "pathology" / "mil" / "meanpool" / "results.json").read_text())
     m = mil["cv_pooled"]
     assert f"{m['auc']:.3f} [{m['auc_ci'][0]:.3f}, {m['auc_ci'][1]:.3f}]" in text
+    # the probe table and the trace summary, as their stages wrote them
+    pr = json.loads((run_folder / "pathology" / "features" / "probe" / "results.json").read_text())
+    (name, r), = pr["encoders"].items()
+    assert any(row[:3] == [name, f"{r['linear']['auc']:.3f}", f"{r['linear']['accuracy']:.3f}"] for row in page.rows)
+    tr = json.loads((run_folder / "code" / "attribution" / "traces.json").read_text())
+    copied = tr["samples"][0]
+    assert copied["longest_span_chars"] == 600  # the control: an excerpt of a training file is found whole
+    top = copied["top_hit"]
+    assert ["copied", "600", "600", f"{top['repo_name']}/{top['path']}"] in page.rows
+    hist = json.loads((run_folder / "pathology" / "moco" / "history.json").read_text())
+    assert f"{hist['loss'][-1] if not isinstance(hist['loss'][-1], dict) else hist['loss'][-1]['loss']:.3f}" in text
     # the header: the command line and the stage timings from run.json
     assert any(r and r[0] == "domainfm demo --quick" for r in page.rows)
     assert ["pathology/slides", "2.5"] in page.rows and ["total", "4.0"] in page.rows
@@ -185,3 +197,22 @@ def test_run_record_merges_invocations(tmp_path: Path) -> None:
     assert rec["timings"] == {"code/curate": 1.0, "pathology/slides": 2.0}
     assert [c["command"] for c in rec["commands"]] == ["domainfm demo code", "domainfm demo pathology"]
     assert rec["machine"]["cpus"] >= 1 and "python" in rec["machine"]
+
+
+def test_demo_ends_with_the_report(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                   capsys: pytest.CaptureFixture[str]) -> None:
+    """`domainfm demo` records run.json (its stage timings) and ends by writing OUT/report.html."""
+    import sys
+    import types
+
+    from domainfm import cli
+
+    stage = types.ModuleType("domainfm.stub.demo")
+    stage.run = lambda ctx: ctx.timings.update({"stub/stage": 0.5})  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "domainfm.stub.demo", stage)
+    cli._run_demo(("stub",), tmp_path / "demo", 1, True)
+    out = capsys.readouterr().out
+    assert f"report: {tmp_path / 'demo' / 'report.html'}" in out
+    rec = json.loads((tmp_path / "demo" / "run.json").read_text())
+    assert rec["timings"] == {"stub/stage": 0.5} and rec["commands"][0]["wall_s"] is not None
+    assert ["stub/stage", "0.5"] in Page((tmp_path / "demo" / "report.html").read_text()).rows

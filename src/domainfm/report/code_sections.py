@@ -243,7 +243,14 @@ def _attribution(sec: Section, run: RunFolder, rel: Path) -> None:
             continue
         out = []
         for r in rows:
-            for t in (r.get("results") if isinstance(r, dict) and "results" in r else [r]):
+            # `code trace --samples S --json > F` writes {"samples": [...], "summary": {...}}
+            if isinstance(r, dict) and isinstance(r.get("summary"), dict):
+                sm = r["summary"]
+                sec.kv([("traced samples", fmt_int(sm.get("samples"))),
+                        (f"with a training span >= {sm.get('min_span_chars', '?')} chars",
+                         fmt_int(sm.get("with_training_span"))), ("untraceable", fmt_int(sm.get("untraceable")))])
+            inner = r.get("samples") if isinstance(r, dict) and isinstance(r.get("samples"), list) else [r]
+            for t in inner:
                 if isinstance(t, dict) and "longest_span_chars" in t:
                     top = t.get("top_hit") or {}
                     out.append([t.get("id", ""), fmt_int(t.get("chars")), fmt_int(t.get("longest_span_chars")),
