@@ -32,6 +32,8 @@ def register(app: typer.Typer) -> None:
                                                                   "folder name)"),
         shutdown_timeout: float = typer.Option(30.0, "--shutdown-timeout",
                                                help="seconds SIGTERM waits for running requests"),
+        threads: int = typer.Option(None, "--threads", help="torch CPU threads (default: torch's; 1 on a busy, "
+                                                            "shared machine)"),
     ) -> None:
         """Serve POST /v1/completions (OpenAI legacy API, `suffix` = fill-in-the-middle), /v1/models,
         /health and /metrics, with continuous batching."""
@@ -46,6 +48,10 @@ def register(app: typer.Typer) -> None:
             raise UserError("--max-batch, --max-queue and --max-tokens-limit must be >= 1")
         require("fastapi", "serve")
         require("uvicorn", "serve")
+        if threads is not None:
+            if threads < 1:
+                raise UserError("--threads must be >= 1")
+            require("torch", "code").set_num_threads(threads)
         run(ServeConfig(model_dir=model, host=host, port=port, device=device, dtype=dtype, max_batch=max_batch,
                         max_queue=max_queue, max_tokens_limit=max_tokens_limit, model_name=model_name,
                         shutdown_timeout=shutdown_timeout))
