@@ -9,7 +9,7 @@ from pathlib import Path
 
 from domainfm.report import plots
 from domainfm.report.files import Malformed, RunFolder, load_json, load_jsonl, need
-from domainfm.report.sections import SECTIONS, Section, fmt_bytes, fmt_float, fmt_int, guarded
+from domainfm.report.sections import SECTIONS, Section, common_parent, fmt_bytes, fmt_float, fmt_int, guarded
 
 
 def _src(rel: Path) -> str:
@@ -173,34 +173,43 @@ def _pretraining(sec: Section, run: RunFolder, rel: Path) -> None:
 
 @SECTIONS.register("code/evaluation")
 def evaluation(run: RunFolder) -> list[Section]:
-    """pass@k per task with its problem and sample counts (the harness's results.json)."""
-    found = []
+    """pass@k per task with its problem and sample counts, one row per (evaluation run, task), in one table
+    so that runs compare at a glance (the harness's results.json)."""
+    runs: list[tuple[Path, dict | Malformed]] = []
     for rel in run.named("results.json"):
         try:
             res = load_json(run.path(rel))
         except Malformed as exc:
             if (run.path(rel).parent / "samples_results.jsonl").is_file():
-                found.append(Section("code", "Evaluation", _src(rel)).warn(str(exc)))
+                runs.append((rel, exc))
             continue
         meta = res.get("metadata") if isinstance(res, dict) else None
         if isinstance(meta, dict) and "tasks" in meta:
-            found.append(guarded("code", "Evaluation", _src(rel), lambda s, x=res, r=rel: _evaluation(s, x, str(r))))
-    return found
+            runs.append((rel, res))
+    if not runs:
+        return []
+    return [guarded("code", "Evaluation", common_parent([r for r, _ in runs]), lambda s: _evaluation(s, runs))]
 
 
-def _evaluation(sec: Section, res: dict, where: str) -> None:
-    meta = res["metadata"]
+def _evaluation(sec: Section, runs: list[tuple[Path, dict | Malformed]]) -> None:
     rows = []
-    for task, info in need(meta, "tasks", where=where).items():
-        scores = res.get(task) or {}
-        ks = sorted((k for k in scores if k.startswith("pass@")), key=lambda k: int(k[5:]) if k[5:].isdigit() else 0)
-        timing = info.get("timing") or {}
-        rows.append([task, fmt_int(info.get("n_problems")), fmt_int(info.get("n_samples")),
-                     ", ".join(f"{k} = {fmt_float(scores[k])}" for k in ks),
-                     f"{timing.get('samples_per_s', 'n/a')}"])
-    sandbox = meta.get("sandbox") or {}
-    sec.kv([("model", meta.get("model") or meta.get("samples")), ("sandboxed", sandbox.get("isolated"))])
-    sec.table(["task", "problems", "samples", "pass@k", "samples/s"], rows, "functional correctness")
+    for rel, res in runs:
+        if isinstance(res, Malformed):
+            sec.warn(str(res))
+            continue
+        meta = res["metadata"]
+        tasks = need(meta, "tasks", where=str(rel))
+        sandboxed = (meta.get("sandbox") or {}).get("isolated")
+        for task, info in tasks.items():
+            scores = res.get(task) or {}
+            ks = sorted((k for k in scores if k.startswith("pass@")),
+                        key=lambda k: int(k[5:]) if k[5:].isdigit() else 0)
+            timing = info.get("timing") or {}
+            rows.append([str(rel.parent), task, fmt_int(info.get("n_problems")), fmt_int(info.get("n_samples")),
+                         ", ".join(f"{k} = {fmt_float(scores[k])}" for k in ks),
+                         f"{timing.get('samples_per_s', 'n/a')}", "yes" if sandboxed else "no"])
+    sec.table(["run", "task", "problems", "samples", "pass@k", "samples/s", "sandboxed"], rows,
+              "functional correctness")
 
 
 @SECTIONS.register("code/attribution")
@@ -231,10 +240,9 @@ def _attribution(sec: Section, run: RunFolder, rel: Path) -> None:
             ("n-gram width (bytes)", idx.get("width")),
             ("false-positive rate per lookup", f"{1.0 - miss:.2g}" if infos else None)])
     root = run.path(rel).parent.parent
-    cards = sorted(p for p in run.files if p.parts[: len(rel.parts) - 2] == rel.parts[:-2]
-                   and p.suffix == ".md" and "datacard" in str(p))
+    cards = sorted(str(p.relative_to(run.root)) for p in root.rglob("datacard.md"))  # the sibling datacard/
     if cards:
-        sec.text("data card: " + ", ".join(str(c) for c in cards) + " (and its .html beside it)")
+        sec.text("data card: " + ", ".join(cards) + " (and its .html beside it)")
     for p in sorted(root.rglob("*trace*.json*")):
         try:
             rows = load_jsonl(p) if p.suffix == ".jsonl" else [load_json(p)]

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from domainfm.report import plots
 from domainfm.report.files import Malformed, RunFolder, load_csv, load_json, need
-from domainfm.report.sections import SECTIONS, Section, fmt_float, fmt_int, guarded
+from domainfm.report.sections import SECTIONS, Section, common_parent, fmt_float, fmt_int, guarded
 
 MAX_SLIDES = 8  # thumbnails shown per tiling run (the table lists every slide)
 
@@ -129,17 +129,7 @@ def mil(run: RunFolder) -> list[Section]:
     if not runs:
         return []
     # one section for all MIL runs: the table compares them; ROC curves follow, one row per run
-    src = str(Path(*_common([r.parent.parts for r, _ in runs]))) or "."
-    return [guarded("pathology", "MIL", src, lambda s: _mil(s, runs, run))]
-
-
-def _common(parts: list[tuple[str, ...]]) -> tuple[str, ...]:
-    out: list[str] = []
-    for xs in zip(*parts, strict=False):
-        if len(set(xs)) != 1:
-            break
-        out.append(xs[0])
-    return tuple(out) or (".",)
+    return [guarded("pathology", "MIL", common_parent([r for r, _ in runs]), lambda s: _mil(s, runs, run))]
 
 
 def _auc(m: object) -> str:

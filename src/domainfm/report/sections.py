@@ -85,6 +85,17 @@ def guarded(domain: str, title: str, source: str, fill: Callable[[Section], Any]
     return sec
 
 
+def common_parent(files: list[Path]) -> str:
+    """The deepest folder holding all these files (relative paths), for a section that gathers several runs."""
+    parents = [f.parent.parts for f in files]
+    out: list[str] = []
+    for xs in zip(*parents, strict=False):
+        if len(set(xs)) != 1:
+            break
+        out.append(xs[0])
+    return "/".join(out) or "."
+
+
 def fmt_int(v: Any) -> str:
     try:
         return f"{int(v):,}"
