@@ -10,14 +10,33 @@ from typing import Any
 SCRATCH = {".lock", "_work", ".work"}  # resume bookkeeping and the output lock: not results
 
 
-def tree_bytes(out: Path, skip: set[str] = frozenset(), skip_suffix: tuple[str, ...] = ()) -> dict[str, bytes]:
-    """relative path -> bytes of every file under `out`, but scratch folders and `skip` names."""
+VOLATILE = {"seconds", "time", "elapsed", "elapsed_s", "wall", "wall_s", "step_time", "tokens_per_s",
+            "tokens_per_sec"}  # wall-clock figures
+
+
+def norm(obj: Any, root: Path, drop: set[str] = VOLATILE) -> Any:
+    """`obj` with the output folder's own path written as <OUT> and wall-clock keys left out (recursively)."""
+    if isinstance(obj, str):
+        return obj.replace(str(root), "<OUT>")
+    if isinstance(obj, bytes):
+        return obj.replace(str(root).encode(), b"<OUT>")
+    if isinstance(obj, dict):
+        return {k: norm(v, root, drop) for k, v in obj.items() if k not in drop}
+    if isinstance(obj, (list, tuple)):
+        return [norm(v, root, drop) for v in obj]
+    return obj
+
+
+def tree_bytes(out: Path, skip: set[str] = frozenset(), skip_suffix: tuple[str, ...] = (),
+               root: Path | None = None) -> dict[str, bytes]:
+    """relative path -> bytes of every file under `out` (the run folder `root` written as <OUT>), but scratch
+    folders and `skip` names."""
     res = {}
     for p in sorted(out.rglob("*")):
         rel = p.relative_to(out)
         if not p.is_file() or SCRATCH & set(rel.parts) or skip & set(rel.parts) or p.name.endswith(skip_suffix):
             continue
-        res[str(rel)] = p.read_bytes()
+        res[str(rel)] = norm(p.read_bytes(), root or out)  # config files name the output folder
     return res
 
 
@@ -41,9 +60,24 @@ def h5_content(path: Path) -> dict[str, Any]:
     return res
 
 
-def csv_rows(path: Path, drop: tuple[str, ...] = ()) -> list[dict[str, str]]:
+def csv_rows(path: Path, root: Path) -> list[dict[str, str]]:
     with open(path, newline="") as fh:
-        return [{k: v for k, v in r.items() if k not in drop} for r in csv.DictReader(fh)]
+        return norm(list(csv.DictReader(fh)), root)
+
+
+def json_file(path: Path, root: Path) -> Any:
+    return norm(json.loads(path.read_text()), root)
+
+
+def safetensors_content(path: Path) -> tuple[dict, dict]:
+    """(metadata, name -> (dtype, shape, bytes)): the header's key order is not part of the format."""
+    from safetensors import safe_open
+
+    with safe_open(str(path), "np") as f:
+        meta = f.metadata() or {}
+        tensors = {k: (str(f.get_tensor(k).dtype), f.get_tensor(k).shape, f.get_tensor(k).tobytes())
+                   for k in sorted(f.keys())}
+    return meta, tensors
 
 
 def jsonl(path: Path, drop: tuple[str, ...] = ()) -> list[dict]:
