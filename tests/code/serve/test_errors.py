@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -100,7 +101,7 @@ def test_full_queue_is_429_with_retry_after(endless_model: Path, live_server: An
         t = threading.Thread(target=lambda: first.update(r=_post(srv, long, timeout=120)))
         t.start()
         while srv.state.engine.running == 0:  # one sequence runs, its sibling waits
-            pass
+            time.sleep(0.005)
         resp = _post(srv, long)  # 1 waiting + 2 more > max_queue 2
         err = _error(resp, 429)
         assert resp.headers["retry-after"] == "1" and err["type"] == "rate_limit_error"
