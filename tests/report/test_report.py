@@ -188,6 +188,13 @@ def test_cli(run_folder: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str
     err = capsys.readouterr().err.strip()
     assert err.startswith("domainfm: error:") and "no such run folder" in err and "\n" not in err
     assert not (tmp_path / "x.html").exists()
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    (ro / "report.html").mkdir()  # a folder where the page should go: not writable as a file, even as root
+    assert main(["report", str(run_folder), "-o", str(ro / "report.html")]) != 0
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("domainfm: error:") and "cannot write the report" in err and "\n" not in err
+    assert [p.name for p in ro.iterdir()] == ["report.html"]  # no temporary file left behind
 
 
 def test_run_record_merges_invocations(tmp_path: Path) -> None:

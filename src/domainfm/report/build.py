@@ -38,7 +38,10 @@ def build_report(run_dir: str | Path, out_html: str | Path) -> dict[str, Any]:
     page = _render(title=f"domainfm report: {run_dir.resolve().name}", run_dir=str(run_dir.resolve()),
                    header=header, domains=by_domain, generated=time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()))
     out_html = Path(out_html)
-    atomic_write_text(out_html, page)
+    try:
+        atomic_write_text(out_html, page)
+    except OSError as exc:  # a read-only or missing place, a full disk: one line, nothing half-written
+        raise UserError(f"{out_html}: cannot write the report ({exc.strerror or exc.__class__.__name__})") from None
     warnings = sum(it["kind"] == "warning" for s in sections for it in s.items) + len(header["warnings"])
     images = sum(len(it["images"]) for s in sections for it in s.items if it["kind"] == "images")
     return {"path": str(out_html), "sections": [f"{s.domain}/{s.title} ({s.source})" for s in sections],
