@@ -36,6 +36,11 @@ def _check(stage: Stage, root: Path, long: bool, hooks: tuple[tuple[str, str], .
     if long:
         for var, point in hooks:
             assert kill_at_hook(stage, root, var, point) == ref, f"{stage.name}: hook {point} differs"
+    delays = [k["delay_s"] for k in stage.kills if "delay_s" in k]
+    n_retry = sum(k.get("attempts", 1) - 1 for k in stage.kills)
+    print(f"FAULTS {stage.name}: {len(stage.kills)} kill points identical to the uninterrupted run "
+          f"(random delays {delays} s of a {stage.ref_secs:.1f} s run, retries {n_retry}; "
+          f"hooks {[k['hook'] for k in stage.kills if 'hook' in k]})")
 
 
 # ---- code curate: every output file by bytes but stats.json's `config` (it names the output folder)

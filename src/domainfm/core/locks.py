@@ -76,6 +76,30 @@ def writes_output(name: str) -> Callable[[F], F]:
             if not out or is_secondary_rank():
                 return fn(*args, **kwargs)
             with output_lock(out):
-                return fn(*args, **kwargs)
+                try:
+                    return fn(*args, **kwargs)
+                except OSError as exc:  # a full disk or a read-only folder: one line, not a traceback
+                    if (msg := storage_error(exc)) is None:
+                        raise
+                    raise UserError(f"cannot write under {out}: {msg}; completed parts are kept, partial ones "
+                                    "are not trusted: free space (or fix permissions) and rerun the same command"
+                                    ) from None
         return wrapper  # type: ignore[return-value]
     return deco
+
+
+# errno of a write that the user must fix outside the program (space, quota, permissions, a read-only mount)
+STORAGE_ERRNOS = {errno.ENOSPC: "no space left on the device", errno.EDQUOT: "disk quota exceeded",
+                  errno.EFBIG: "file too large for this filesystem or limit", errno.EROFS: "read-only filesystem",
+                  errno.EACCES: "permission denied"}
+
+
+def storage_error(exc: OSError) -> str | None:
+    """A short description when `exc` is a storage error (libraries like h5py put the errno in the text)."""
+    if exc.errno in STORAGE_ERRNOS:
+        return STORAGE_ERRNOS[exc.errno]
+    text = str(exc)
+    for code, desc in STORAGE_ERRNOS.items():
+        if os.strerror(code) in text or f"errno = {code}," in text:
+            return desc
+    return None
