@@ -36,8 +36,11 @@ def funnel_png(steps: Sequence[str], files: Sequence[int], bytes_: Sequence[int]
     ax2.plot(list(x), [b / 1e6 for b in bytes_], color="#f58518", marker="o", label="MB")
     ax2.set_ylabel("MB")
     ax2.set_ylim(bottom=0)
-    ax.set_title("curation funnel: what is left after each step", fontsize=10)
-    fig.legend(loc="upper right", fontsize=8)
+    ax.set_title("curation funnel: what is left after each step", fontsize=10, loc="left")
+    # one legend for both axes, above the plot on the right (it would hide bars or the MB axis inside)
+    h1, l1 = ax.get_legend_handles_labels()
+    h2, l2 = ax2.get_legend_handles_labels()
+    ax.legend(h1 + h2, l1 + l2, loc="lower right", bbox_to_anchor=(1.0, 1.0), ncol=2, fontsize=8, frameon=False)
     return _png(fig)
 
 
