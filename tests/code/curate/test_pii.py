@@ -111,3 +111,16 @@ def test_pii_model_missing_folder_is_a_user_error(tmp_path):
 
     with pytest.raises(UserError):
         NerPII(tmp_path / "nope")("alice")
+
+
+def test_cli_missing_pii_model_fails_before_any_work(tmp_path, capsys):
+    from domainfm.cli import main
+
+    repo = tmp_path / "src" / "a__b"
+    repo.mkdir(parents=True)
+    (repo / "m.py").write_text("AUTHOR = 'alice'\n")
+    rc = main(["code", "curate", str(tmp_path / "src"), "-o", str(tmp_path / "out"), "--pii-model",
+               str(tmp_path / "no-model"), "--no-humaneval", "--mbpp", "none"])
+    err = capsys.readouterr().err
+    assert rc != 0 and "--pii-model" in err and "Traceback" not in err
+    assert not (tmp_path / "out" / "data").exists()

@@ -27,6 +27,7 @@ from domainfm.code.curate.filters import Decode, LanguageFilter, LicenseFilter, 
 from domainfm.code.curate.licenses import LicenseMap, is_license_candidate, license_type
 from domainfm.code.curate.pii import find_pii, redact
 from domainfm.code.curate.sources import SourceStep
+from domainfm.core.errors import UserError
 from domainfm.core.io import read_parquet_rows, write_parquet
 from domainfm.core.steps import Filter, Record, Step, StepContext, run_pipeline
 
@@ -114,6 +115,8 @@ def stage1(work: str, rank: int, world_size: int) -> dict[str, Any]:
     cfg = CurateConfig(**plan["config"])
     specs = [readers.RepoSpec(**r) for r in plan["repos"]]
     owners, repos = read_opt_out(cfg.opt_out)
+    if cfg.pii_model and not (Path(cfg.pii_model) / "config.json").is_file():  # fail before any work, not at s3
+        raise UserError(f"--pii-model: no model folder (config.json) at {cfg.pii_model}")
     sink = _Sink()
     ctx = StepContext(drop_sink=sink, rank=rank, world_size=world_size)
     empty: list[str] = []
