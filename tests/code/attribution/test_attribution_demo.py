@@ -26,3 +26,5 @@ def test_demo_stage_traces_generations_and_finds_its_control(curated: Path, tmp_
     assert "-> 100% of its n-grams found" in out
     assert (tmp_path / "demo" / "code" / "attribution" / "datacard" / "swhids.parquet").is_file()
     assert Path(ctx.state["trace_index"], "index.json").is_file()
+    traces = json.loads((tmp_path / "demo" / "code" / "attribution" / "traces.json").read_text())
+    assert traces["summary"] == {"samples": 1, "min_span_chars": 50, "with_training_span": 0, "untraceable": 0}

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from domainfm.core.demo import DemoContext
 from domainfm.core.errors import UserError
-from domainfm.core.io import read_jsonl
+from domainfm.core.io import atomic_write_json, read_jsonl
 
 
 def run(ctx: DemoContext) -> None:
@@ -28,6 +28,8 @@ def run(ctx: DemoContext) -> None:
     gens = ctx.state.get("generations")
     if gens and Path(gens).is_file():
         results, s = trace_samples(tracer, list(read_jsonl(gens)), min_span=tracer.width)
+        # the same JSON as `code trace INDEX --samples F --json` (the run report reads it)
+        atomic_write_json(root / "traces.json", {"samples": results, "summary": s})
         for r in results:
             top = r["top_hit"]
             print(f"  trace of the demo model's {r['id']}: longest span found in training data "
