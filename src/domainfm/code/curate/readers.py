@@ -335,6 +335,9 @@ def read_archive(spec: RepoSpec, max_size: int) -> list[Raw]:
         rel = name[len(prefix):] if prefix and name.startswith(prefix) else name
         rel = posixpath.normpath(rel.lstrip("/"))
         rec: Raw = {"path": rel, "data": None, "swhid": None, "size": 0, "error": None}
+        if rel == ".." or rel.startswith("../"):  # a path-traversal name ('../../x'): not a path in this repo
+            kind = "outside"
+            rec["error"] = "path_outside_repo"
         if kind == "link":
             target = payload if payload in files else None
             if payload.startswith("..") or payload.startswith("/") or (prefix and not payload.startswith(prefix)):

@@ -110,7 +110,7 @@ def read_feature_file(path: str | os.PathLike[str]) -> SlideFeatures:
             attrs = {k: _plain(v) for k, v in f.attrs.items()}
             if "coords" in f:
                 attrs.update({k: _plain(v) for k, v in f["coords"].attrs.items()})
-    except OSError as exc:
+    except (OSError, ValueError, TypeError) as exc:  # ValueError/TypeError: a 'features' of strings or compounds
         raise UserError(f"{p}: not a readable HDF5 file ({exc})") from None
     if x.ndim == 3 and x.shape[0] == 1:  # (1, N, D) as some slide pipelines store a bag
         x = x[0]
