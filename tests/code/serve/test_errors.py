@@ -48,7 +48,9 @@ def _error(resp: Any, status: int, param: str | None = None) -> dict[str, Any]:
     ({"prompt": "x " * 400}, "prompt", "context"),
     ({"stop": ["a", "b", "c", "d", "e"]}, "stop", "at most 4"),
     ({"logprobs": 9}, "logprobs", ""),
-    ({"frequency_penalty": 1.0}, "frequency_penalty", "not supported"),
+    ({"frequency_penalty": 1.0}, "frequency_penalty", "less than or equal to 0"),
+    ({"logit_bias": {"5": 1.0}}, "logit_bias", ""),
+    ({"stop": "x" * 300}, "stop", "at most 256"),
     ({"suffix": "x", "echo": True}, "echo", ""),
     ({"model": 7}, "model", ""),
 ])

@@ -62,7 +62,10 @@ def prepare(req: CompletionRequest, gen: Any, context: int | None, max_tokens_li
             pid = [tok.eos_token_id if tok.eos_token_id is not None else 0]
         texts.append(text)
         ids.append(pid)
-    max_tokens = DEFAULT_MAX_TOKENS if req.max_tokens is None else req.max_tokens
+    max_tokens = req.max_tokens
+    if max_tokens is None:  # OpenAI's default, within the limit and the room the longest prompt leaves
+        room = context - max(len(p) for p in ids) if context else DEFAULT_MAX_TOKENS
+        max_tokens = max(1, min(DEFAULT_MAX_TOKENS, max_tokens_limit, room))
     if max_tokens > max_tokens_limit:
         raise APIError(400, f"max_tokens {max_tokens} is more than this server's limit of {max_tokens_limit}",
                        "max_tokens")

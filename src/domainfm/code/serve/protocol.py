@@ -10,9 +10,11 @@ Options that exist in the API but that this server does not implement (`best_of`
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+
+StopString = Annotated[str, StringConstraints(max_length=256)]
 
 
 class APIError(Exception):
@@ -51,7 +53,8 @@ class CompletionRequest(BaseModel):
     prompt: str | list[str] | list[int] | list[list[int]] = Field(
         description="text, texts, token ids or lists of token ids")
     suffix: str | None = Field(None, description="text after the hole: the request becomes fill-in-the-middle")
-    max_tokens: int | None = Field(16, ge=0)
+    max_tokens: int | None = Field(None, ge=0, description="default 16, capped at the server's limit and the "
+                                                           "room the prompt leaves in the context")
     temperature: float | None = Field(1.0, ge=0, le=2)
     top_p: float | None = Field(1.0, gt=0, le=1)
     n: int | None = Field(1, ge=1, le=128)
@@ -59,13 +62,14 @@ class CompletionRequest(BaseModel):
     stream_options: StreamOptions | None = None
     logprobs: int | None = Field(None, ge=0, le=5)
     echo: bool | None = False
-    stop: str | list[str] | None = None
+    stop: StopString | list[StopString] | None = Field(None, max_length=4)
     seed: int | None = Field(None, ge=-(2 ** 63), le=2 ** 63 - 1)
     user: str | None = None
     best_of: int | None = Field(None, ge=1, le=128)
-    presence_penalty: float | None = Field(0.0, ge=-2, le=2)
-    frequency_penalty: float | None = Field(0.0, ge=-2, le=2)
-    logit_bias: dict[str, float] | None = None
+    # accepted by the OpenAI API, not implemented here: only their neutral values are valid
+    presence_penalty: float | None = Field(0.0, ge=0, le=0, description="only 0 (penalties are not supported)")
+    frequency_penalty: float | None = Field(0.0, ge=0, le=0, description="only 0 (penalties are not supported)")
+    logit_bias: dict[str, float] | None = Field(None, max_length=0, description="not supported: empty or null")
 
 
 class ModelCard(BaseModel):
@@ -139,10 +143,13 @@ def validation_message(errors: list[dict[str, Any]]) -> tuple[str, str | None]:
         return "invalid request", None
     e = errors[0]
     loc = [str(x) for x in e.get("loc", ()) if x != "body"]
-    # for unions pydantic appends the member type tried ("str", "list[int]"): keep the field path
-    field = ".".join(x for x in loc if not x.startswith(("list[", "str", "int", "float", "bool", "dict[")))
+    # for unions pydantic appends the member type tried ("str", "list[int]", "constrained-str"): keep the
+    # field path (field names and list indices) only
+    names = set(CompletionRequest.model_fields) | set(StreamOptions.model_fields)
+    field = ".".join(x for x in loc if x in names or x.isdigit())
     kind = e.get("type", "")
     if kind == "extra_forbidden":
+        field = loc[-1] if loc else ""
         return f"Unrecognized request argument supplied: {field}", field or None
     if kind == "missing":
         return f"'{field}' is a required property", field or None
