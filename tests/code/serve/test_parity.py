@@ -113,3 +113,27 @@ def test_seeded_sampling_is_reproducible_and_matches_generate(live: Any, serve_m
     assert outs[0] == ref  # n=1: the same draws as `domainfm code generate --seed 11`
     other = client.completions.create(model="tiny", **(kw | {"seed": 12})).choices[0].text
     assert other != outs[0]
+
+
+def test_starcoder1_gptbigcode_folder_batched_equals_generate(serve_model: Path, live_server: Any,
+                                                              tmp_path: Path) -> None:
+    """StarCoder (1) checkouts are GPTBigCode (multi-query attention, learned positions): same parity."""
+    import torch
+    from transformers import AutoTokenizer, GPTBigCodeConfig, GPTBigCodeForCausalLM
+
+    tok = AutoTokenizer.from_pretrained(serve_model)
+    cfg = GPTBigCodeConfig(vocab_size=len(tok), n_positions=256, n_embd=64, n_layer=2, n_head=4, multi_query=True,
+                           bos_token_id=tok.eos_token_id, eos_token_id=tok.eos_token_id)
+    torch.manual_seed(0)
+    folder = tmp_path / "sc1"
+    GPTBigCodeForCausalLM(cfg).eval().save_pretrained(folder)
+    tok.save_pretrained(folder)
+    specs = [s for s in _specs() if "stop" not in s][:8]
+    gen = Generator(folder)
+    refs = [_reference(gen, s) for s in specs]
+    with live_server(folder, model_name="tiny") as srv:
+        client = srv.client()
+        with ThreadPoolExecutor(8) as pool:
+            got = list(pool.map(lambda s: _ask(client, s), specs))
+        assert srv.state.engine.peak_running >= 2
+    assert got == refs
