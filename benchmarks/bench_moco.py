@@ -237,26 +237,20 @@ def tile_files(args: argparse.Namespace, tmp: Path) -> tuple[Path, list[Path], s
 
 
 def ours_e2e(args: argparse.Namespace, files: list[Path], cache_dir: Path):  # noqa: ANN201
-    """`pretrain`'s inner loop: gather from the tile cache, two batched views, one step."""
-    from domainfm.pathology.ssl.augment import augment_batch, augment_config
-    from domainfm.pathology.ssl.data import _mix, build_tile_cache, epoch_indices
+    """`pretrain`'s inner loop: views from the tile cache prepared one step ahead (`ViewPrefetcher`), one step."""
+    from domainfm.pathology.ssl.augment import augment_config
+    from domainfm.pathology.ssl.data import build_tile_cache
+    from domainfm.pathology.ssl.loader import ViewPrefetcher
 
     t0 = time.perf_counter()
     cache = build_tile_cache(files, cache_dir)
     build_s = time.perf_counter() - t0
-    aug = augment_config("mocov2", args.image_size)
     step = ours_step_fn(args)
-    state: dict = {"step": 0, "epoch": -1, "order": None}
-    per_epoch = len(cache) // args.batch_size
+    views = ViewPrefetcher(cache, augment_config("mocov2", args.image_size), args.batch_size, 0, args.device)
+    state = {"step": 0}
 
     def one() -> None:
-        epoch, b = divmod(state["step"], per_epoch)
-        if state["epoch"] != epoch:  # one permutation per epoch, as in `pretrain`
-            state["epoch"], state["order"] = epoch, epoch_indices(len(cache), args.batch_size, 0, epoch)
-        idx = state["order"][b]
-        g = torch.Generator().manual_seed(_mix(0, epoch, 0, b))
-        tiles = cache.batch(idx)
-        step(augment_batch(tiles, aug, g, args.device), augment_batch(tiles, aug, g, args.device))
+        step(*views.get(state["step"]))
         state["step"] += 1
 
     return one, build_s

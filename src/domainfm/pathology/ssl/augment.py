@@ -261,22 +261,9 @@ def augment_batch(tiles: torch.Tensor, cfg: AugmentConfig, generator: torch.Gene
                   device: str | torch.device = "cpu") -> torch.Tensor:
     """(B, H, W, 3) uint8 tiles -> one augmented view (B, 3, S, S) float32, normalised, channels_last.
 
-    On the CPU the ~300 small operations run on one intra-op thread: measured on the 2-core machine
-    (resnet18 recipe, 64 views of 64 px), one thread took 0.07 s of wall time per view batch against
-    0.5-1.5 s with two threads under load (each small parallel region waits for a descheduled thread),
-    and 0.024 vs 0.2-0.6 CPU-s. The training step keeps all its threads."""
-    if torch.device(device).type != "cpu" or torch.get_num_threads() == 1:
-        return _augment_batch(tiles, cfg, generator, device)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        return _augment_batch(tiles, cfg, generator, device)
-    finally:
-        torch.set_num_threads(threads)
-
-
-def _augment_batch(tiles: torch.Tensor, cfg: AugmentConfig, generator: torch.Generator,
-                   device: str | torch.device) -> torch.Tensor:
+    ~300 small operations: on the CPU run them on one intra-op thread (`ViewPrefetcher` does, on its own
+    thread): with two threads under load each small parallel region waits for a descheduled thread
+    (measured 0.07 s vs 0.5-1.5 s of wall time per 64-view batch)."""
     g = generator
     n, h, w, _ = tiles.shape
     size = cfg.image_size

@@ -21,9 +21,10 @@ from domainfm.core.config import config_to_dict, save_config
 from domainfm.core.errors import UserError
 from domainfm.core.io import atomic_path, atomic_write_json
 from domainfm.core.progress import get_logger, progress
-from domainfm.pathology.ssl.augment import AugmentConfig, augment_batch, augment_config
+from domainfm.pathology.ssl.augment import AugmentConfig, augment_config
 from domainfm.pathology.ssl.config import MocoConfig
-from domainfm.pathology.ssl.data import TileCache, _mix, build_tile_cache, epoch_indices, find_images
+from domainfm.pathology.ssl.data import TileCache, build_tile_cache, find_images
+from domainfm.pathology.ssl.loader import ViewPrefetcher
 from domainfm.pathology.ssl.moco import MoCo, average_bn_stats
 
 log = get_logger("pathology.ssl")
@@ -344,8 +345,9 @@ def _train(cfg: MocoConfig, stop_at_step: int | None, rank: int, world: int, dev
     seconds_at_start = state["seconds"]
     last_ckpt_s = state["seconds"]
     interrupted = False
-    epoch_cache: tuple[int, Any] = (-1, None)
     last_step_s: float | None = None
+    views = ViewPrefetcher(cache, aug, cfg.batch_size, cfg.seed, device, rank, world,
+                           torch.channels_last if channels_last else torch.contiguous_format)
     while not interrupted:
         step = state["step"]
         if planner is not None:  # every rank plans from rank 0's clock: the same total everywhere
@@ -354,18 +356,10 @@ def _train(cfg: MocoConfig, stop_at_step: int | None, rank: int, world: int, dev
         if step >= state["total"]:
             break
         t0 = time.perf_counter()
-        epoch, b = divmod(step, steps_per_epoch)
-        if epoch_cache[0] != epoch:
-            epoch_cache = (epoch, epoch_indices(n, cfg.batch_size, cfg.seed, epoch, rank, world))
-        idx = epoch_cache[1][b]  # (batch,) indices into the cache
-        # two views from one generator seeded by (seed, epoch, rank, batch): a resumed run draws the same
-        g = torch.Generator().manual_seed(_mix(cfg.seed, epoch, rank, b))
-        tiles = cache.batch(idx)  # (B, S0, S0, 3) uint8
-        if device.startswith("cuda"):
-            tiles = tiles.pin_memory()
-        fmt = torch.channels_last if channels_last else torch.contiguous_format
-        im_q = augment_batch(tiles, aug, g, device).contiguous(memory_format=fmt)
-        im_k = augment_batch(tiles, aug, g, device).contiguous(memory_format=fmt)
+        epoch = step // steps_per_epoch
+        # two views from one generator seeded by (seed, epoch, rank, batch), prepared one step ahead on a
+        # background thread: a resumed run draws the same batches
+        im_q, im_k = views.get(step, prefetch_next=step + 1 < state["total"])
         lr = lr_at(step, state["total"], base_lr, cfg.warmup_steps)
         for grp in opt.param_groups:
             grp["lr"] = lr
@@ -409,6 +403,7 @@ def _train(cfg: MocoConfig, stop_at_step: int | None, rank: int, world: int, dev
                 _save_checkpoint(ckpt_path, model, opt, state, gen)
         if done:
             break
+    views.close()
     bar.close()
     if rank == 0 and not interrupted:
         _finish(model, cfg, width, state, cache.files, out, world, aug)
