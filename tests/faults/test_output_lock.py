@@ -99,3 +99,16 @@ def test_lock_errors_are_user_errors(tmp_path: Path) -> None:
     with pytest.raises(UserError, match="not a writable folder"):
         with output_lock(f):
             pass
+
+
+def test_the_next_writer_sweeps_a_killed_runs_temporaries(tmp_path: Path) -> None:
+    """`atomic_path` temporaries left by a kill -9 (found by the --long tile run) go; nothing else does."""
+    out = tmp_path / "out"
+    (out / "masks").mkdir(parents=True)
+    stale = out / "masks" / ".slide1.png.an2zga5k.tmp"
+    stale.write_bytes(b"half a PNG")
+    keep = [out / "masks" / "slide0.png", out / ".hidden", out / ".tmp-step_00000004-77", out / "x.tmp"]
+    for p in keep:
+        p.write_bytes(b"x")
+    with output_lock(out):
+        assert not stale.exists() and all(p.exists() for p in keep)

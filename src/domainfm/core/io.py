@@ -11,6 +11,7 @@ import gzip
 import hashlib
 import json
 import os
+import re
 import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -42,6 +43,25 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     except BaseException:
         tmp_path.unlink(missing_ok=True)
         raise
+
+
+# atomic_path's temporaries: mkstemp(prefix=".NAME.", suffix=".tmp") adds 8 characters of [a-z0-9_]
+ATOMIC_TMP = re.compile(r"^\..+\.[a-z0-9_]{8}\.tmp$")
+
+
+def remove_stale_temporaries(folder: str | os.PathLike[str]) -> int:
+    """Delete the `atomic_path` temporaries that a killed writer left under `folder`; their number.
+
+    Never trusted (they never carry a final name), they would only pile up. Call it only as the folder's
+    one writer (under `core.locks.output_lock`): another live writer's temporary looks the same.
+    """
+    n = 0
+    for root, _, files in os.walk(folder):
+        for name in files:
+            if ATOMIC_TMP.match(name):
+                Path(root, name).unlink(missing_ok=True)
+                n += 1
+    return n
 
 
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from domainfm.core.errors import UserError
+from domainfm.core.io import remove_stale_temporaries
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -51,6 +52,8 @@ def output_lock(folder: str | os.PathLike[str]) -> Iterator[Path]:
                             "wait for it to finish or choose another folder") from None
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        if folder.is_dir() and os.environ.get("WORLD_SIZE", "1") == "1":  # sole writer: sweep a killed run's
+            remove_stale_temporaries(folder)  # half-written temporaries (never trusted, they only pile up)
         yield folder
     finally:
         os.close(fd)  # closing drops the lock (and so does the kernel on kill -9)
