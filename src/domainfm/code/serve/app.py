@@ -36,6 +36,7 @@ from domainfm.code.serve.protocol import (
     CompletionRequest,
     ErrorResponse,
     ModelList,
+    TraceRequest,
     validation_message,
 )
 from domainfm.core.progress import get_logger
@@ -56,6 +57,7 @@ class ServeConfig:
     max_body_bytes: int = 4 * 1024 * 1024
     model_name: str | None = None  # default: the model folder's name
     shutdown_timeout: float = 30.0
+    trace_index: Path | None = None  # a `code index` folder: enables POST /v1/trace and `"trace": true`
 
 
 class ServerState:
@@ -72,6 +74,7 @@ class ServerState:
         self.load_error: str | None = None
         self.draining = False
         self.created = int(time.time())
+        self.tracer: Any = None
 
     def load(self) -> None:
         """Load model + tokenizer through `domainfm.code.generate.Generator` and start the engine."""
@@ -83,6 +86,10 @@ class ServerState:
             model = gen.model  # loads (device "auto" resolved there)
             c = model.config
             self.context = getattr(c, "max_position_embeddings", None) or getattr(c, "n_positions", None)
+            if self.cfg.trace_index is not None:  # open the attribution index before taking requests
+                from domainfm.code.attribution.trace import Tracer
+
+                self.tracer = Tracer(Path(self.cfg.trace_index))
             engine = Engine(model, gen.tokenizer, gen.device, max_batch=self.cfg.max_batch, metrics=self.metrics)
             engine.start()
             self.gen, self.engine = gen, engine
@@ -219,6 +226,19 @@ def create_app(cfg: ServeConfig, load_in_background: bool = True) -> Any:
         return {"object": "list", "data": [{"id": state.model_name, "object": "model", "created": state.created,
                                             "owned_by": "domainfm"}]}
 
+    def require_tracer() -> Any:
+        require_ready()
+        if state.tracer is None:
+            raise APIError(404, "this server has no training-data index (start it with --trace-index INDEX)",
+                           None, code="trace_not_enabled")
+        return state.tracer
+
+    @app.post("/v1/trace", responses=errors)
+    async def trace(body: TraceRequest) -> Any:
+        """The `domainfm code trace INDEX SNIPPET --json` answer for `snippet`."""
+        tracer = require_tracer()
+        return await asyncio.to_thread(tracer.trace, body.snippet, body.top_k)
+
     @app.post("/v1/completions", responses=errors)
     async def completions(body: CompletionRequest, request: Request) -> Any:
         t0 = time.monotonic()
@@ -237,6 +257,11 @@ def create_app(cfg: ServeConfig, load_in_background: bool = True) -> Any:
                                 f"'{state.model_name}')", "model", code="model_not_found")
         eng = state.engine
         assert eng is not None
+        if body.trace:
+            require_tracer()
+            if body.stream:
+                raise APIError(400, "trace is not available with stream=true (call POST /v1/trace on the "
+                                    "streamed text)", "trace")
         # tokenising a large prompt is CPU work: off the event loop
         prep = await asyncio.to_thread(prepare, body, state.gen, state.context, state.tokens_limit)
         n_seqs = len(prep.ids) * (body.n or 1)
@@ -286,6 +311,11 @@ def create_app(cfg: ServeConfig, load_in_background: bool = True) -> Any:
         finally:
             eng.cancel([s for s in seqs if not s.finished])
         state.metrics.latency.observe(time.monotonic() - t0)
-        return build_response(prep, states, state.model_name, rid, created)
+        resp = build_response(prep, states, state.model_name, rid, created)
+        if body.trace:  # opt-in: the trace of each generated completion (not of the echoed prompt)
+            tracer = state.tracer
+            for choice, st in zip(resp["choices"], states, strict=True):
+                choice["trace"] = await asyncio.to_thread(tracer.trace, st.text, body.trace_top_k or 3)
+        return resp
 
     return app

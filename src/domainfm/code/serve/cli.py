@@ -34,6 +34,8 @@ def register(app: typer.Typer) -> None:
                                                help="seconds SIGTERM waits for running requests"),
         threads: int = typer.Option(None, "--threads", help="torch CPU threads (default: torch's; 1 on a busy, "
                                                             "shared machine)"),
+        trace_index: Path = typer.Option(None, "--trace-index", help="a `code index` folder: enables POST "
+                                         "/v1/trace and `\"trace\": true` on completions"),
     ) -> None:
         """Serve POST /v1/completions (OpenAI legacy API, `suffix` = fill-in-the-middle), /v1/models,
         /health and /metrics, with continuous batching."""
@@ -46,6 +48,10 @@ def register(app: typer.Typer) -> None:
             raise UserError(f"--dtype must be auto, float32, bfloat16 or float16 (got {dtype})")
         if max_batch < 1 or max_queue < 1 or (max_tokens_limit is not None and max_tokens_limit < 1):
             raise UserError("--max-batch, --max-queue and --max-tokens-limit must be >= 1")
+        if trace_index is not None:
+            from domainfm.code.attribution.index import read_manifest
+
+            read_manifest(trace_index)  # a clear error now, not after the model has loaded
         require("fastapi", "serve")
         require("uvicorn", "serve")
         if threads is not None:
@@ -54,7 +60,7 @@ def register(app: typer.Typer) -> None:
             require("torch", "code").set_num_threads(threads)
         run(ServeConfig(model_dir=model, host=host, port=port, device=device, dtype=dtype, max_batch=max_batch,
                         max_queue=max_queue, max_tokens_limit=max_tokens_limit, model_name=model_name,
-                        shutdown_timeout=shutdown_timeout))
+                        shutdown_timeout=shutdown_timeout, trace_index=trace_index))
 
 
 def run(cfg: ServeConfig) -> None:

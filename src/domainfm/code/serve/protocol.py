@@ -70,6 +70,18 @@ class CompletionRequest(BaseModel):
     presence_penalty: float | None = Field(0.0, ge=0, le=0, description="only 0 (penalties are not supported)")
     frequency_penalty: float | None = Field(0.0, ge=0, le=0, description="only 0 (penalties are not supported)")
     logit_bias: dict[str, float] | None = Field(None, max_length=0, description="not supported: empty or null")
+    # domainfm extension (StarCoder's attribution tracing): needs a server started with --trace-index
+    trace: bool | None = Field(False, description="attach the training-data trace of each completion")
+    trace_top_k: int | None = Field(3, ge=1, le=50, description="training files per trace")
+
+
+class TraceRequest(BaseModel):
+    """POST /v1/trace: the same answer as `domainfm code trace INDEX SNIPPET --json`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    snippet: str = Field(max_length=1_000_000, description="the code to trace")
+    top_k: int = Field(5, ge=1, le=50, description="training files to return")
 
 
 class ModelCard(BaseModel):
@@ -145,7 +157,7 @@ def validation_message(errors: list[dict[str, Any]]) -> tuple[str, str | None]:
     loc = [str(x) for x in e.get("loc", ()) if x != "body"]
     # for unions pydantic appends the member type tried ("str", "list[int]", "constrained-str"): keep the
     # field path (field names and list indices) only
-    names = set(CompletionRequest.model_fields) | set(StreamOptions.model_fields)
+    names = set(CompletionRequest.model_fields) | set(StreamOptions.model_fields) | set(TraceRequest.model_fields)
     field = ".".join(x for x in loc if x in names or x.isdigit())
     kind = e.get("type", "")
     if kind == "extra_forbidden":
