@@ -8,6 +8,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import posixpath
 import subprocess
 import sys
 import tarfile
@@ -27,7 +28,9 @@ from domainfm.code.curate import readers
 from domainfm.code.curate.notebooks import NotebookError, convert
 from domainfm.core.errors import UserError
 
-SETTINGS = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+# derandomize: CI sees the same examples every run (explore more with --hypothesis-seed=N and no derandomize)
+SETTINGS = settings(max_examples=40, deadline=None, derandomize=True,
+                    suppress_health_check=[HealthCheck.function_scoped_fixture])
 
 # member names: ordinary, nested, absolute, traversing, unicode, odd characters
 SEGMENT = st.sampled_from(["a", "src", "lib", "..", ".", "é", "x y", "__init__.py", "main.py", "R.md", "ü.c"])
@@ -85,9 +88,13 @@ def test_archive_members_are_accounted_for_and_stay_inside(tmp_path: Path, kind:
         n_members = len(files) + (len(links) if kind != "zip" else 0)
         assert len(recs) == n_members  # every member: kept or dropped with a reason
         if kind != "zip":
-            for r, target in ((r, links.get(r["path"])) for r in recs):
-                if target is not None and (target.startswith("/") or target.startswith("..")):
-                    assert r["error"] in ("symlink_outside_repo", "path_outside_repo")
+            for name, target in links.items():  # a link whose target resolves outside the archive is dropped
+                resolved = posixpath.normpath(posixpath.join(posixpath.dirname(name), target))
+                if target.startswith("/") or resolved == ".." or resolved.startswith("../"):
+                    rel = posixpath.normpath(name.lstrip("/"))
+                    errs = [r["error"] for r in recs if r["path"] == rel or r["path"].endswith("/" + rel)]
+                    assert errs and all(e in ("symlink_outside_repo", "path_outside_repo") for e in errs), (
+                        name, target, errs)
     elif recs and recs[-1]["error"] != "broken_archive":
         # the cut fell after the last member (e.g. in the zip directory): all members read, or the damage
         # was reported
@@ -192,7 +199,7 @@ print(json.dumps(res))
 """
 
 
-@settings(max_examples=4, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=4, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(mutations=st.lists(st.lists(st.tuples(st.integers(0, 511), st.integers(0, 255)), min_size=1, max_size=6),
                           min_size=6, max_size=6),
        cut=st.integers(16, 4096))
