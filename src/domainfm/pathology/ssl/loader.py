@@ -4,11 +4,13 @@ Batch ``(epoch, b)`` gathers rows ``epoch_indices(...)[b]`` of the memory-mapped
 views from one generator seeded by ``(seed, epoch, rank, b)``: a pure function of its inputs, so the
 thread changes nothing but the timing, and a resumed run sees the same batches.
 
-Threads (measured, see docs/ssl_features.md): the augmentations are ~300 small operations; on the CPU
-they run on this one background thread with one intra-op thread (set once, when the thread starts),
-overlapping the training step, which keeps torch's threads. Toggling `torch.set_num_threads` around each
-batch instead was measured slower end to end: it clears oneDNN's primitive cache every time, so the
-next convolutions are re-created.
+Threads (measured, see docs/ssl_features.md): the augmentations are ~300 small operations; they run on
+this helper thread with one intra-op thread (set once, when the thread starts; OpenMP's thread count is
+per calling thread), while the training step keeps torch's threads. On a GPU the next batch is prepared
+while the GPU computes (`overlap`); on the CPU the helper runs between steps: overlapping it there put a
+third busy thread on the cores the step's OpenMP team already fills, and measured 0.68x lightly per
+CPU-second (spinning threads) against 1.01x without overlap. Toggling `torch.set_num_threads` around each
+batch on the training thread was slower still: it clears oneDNN's primitive cache every time.
 """
 
 from __future__ import annotations
@@ -26,8 +28,10 @@ class ViewPrefetcher:
     """``get(step)`` -> (im_q, im_k) of that step, each (B, 3, S, S) in `memory_format`; prefetches step + 1."""
 
     def __init__(self, cache: TileCache, aug: AugmentConfig, batch_size: int, seed: int, device: str,
-                 rank: int = 0, world: int = 1, memory_format: torch.memory_format = torch.contiguous_format) -> None:
+                 rank: int = 0, world: int = 1, memory_format: torch.memory_format = torch.contiguous_format,
+                 overlap: bool | None = None) -> None:
         self.cache, self.aug, self.batch_size, self.seed = cache, aug, batch_size, seed
+        self.overlap = torch.device(device).type == "cuda" if overlap is None else overlap
         self.device, self.rank, self.world, self.memory_format = device, rank, world, memory_format
         self.steps_per_epoch = len(cache) // (batch_size * world)
         self._orders: dict[int, np.ndarray] = {}
@@ -58,7 +62,7 @@ class ViewPrefetcher:
             views = self._pending[1].result()
         else:
             views = self._pool.submit(self._make, step).result()
-        self._pending = (step + 1, self._pool.submit(self._make, step + 1)) if prefetch_next else None
+        self._pending = (step + 1, self._pool.submit(self._make, step + 1)) if prefetch_next and self.overlap else None
         return views
 
     def close(self) -> None:
