@@ -196,8 +196,9 @@ def time_step_alone(args: argparse.Namespace) -> dict[str, list[float]]:
     g = torch.Generator().manual_seed(0)
     shape = (args.batch_size, 3, args.image_size, args.image_size)
     xq, xk = torch.randn(shape, generator=g).to(args.device), torch.randn(shape, generator=g).to(args.device)
-    steps = {"ours": ours_step_fn(args), "lightly": lightly_step_fn(args),
-             "ours_other": ours_step_fn(args, channels_last=not args.device.startswith("cuda"))}
+    steps = {"ours": ours_step_fn(args), "lightly": lightly_step_fn(args)}
+    if not getattr(args, "skip_other_layout", False):
+        steps["ours_other"] = ours_step_fn(args, channels_last=not args.device.startswith("cuda"))
     for fn in steps.values():
         for _ in range(args.warmup):
             fn(xq, xk)

@@ -189,7 +189,7 @@ def mfu_section(device: str, smoke: bool, tmp: Path) -> dict[str, Any]:
     preset, vocab = ("tiny", 512) if smoke else ("base", 49152)
     seq, batch, steps, warmup = (32, 2, 2, 1) if smoke else (2048, 16, 8, 3)
     dtype = torch.bfloat16 if gpu else None
-    peak = max(matmul_peak(dev, torch.bfloat16 if gpu else torch.float32, 256 if smoke else 8192) for _ in range(2))
+    peak = max(matmul_peak(dev, torch.bfloat16 if gpu else torch.float32, 1024 if smoke else 8192) for _ in range(2))
     n = flops_params(build_model(preset, vocab_size=vocab, device="meta"))
     packed = write_packed(tmp / "packed", vocab, seq, n_seqs=max(64, batch * (steps + warmup + 2)))
     bare = bare_step_tps(preset, vocab, dev, batch, seq, steps, warmup, dtype)
@@ -219,7 +219,7 @@ def moco_section(device: str, smoke: bool) -> dict[str, Any]:
     args = argparse.Namespace(backbone="resnet18" if smoke else "resnet50", image_size=32 if smoke else 224,
                               batch_size=16 if smoke else 256, queue_size=256 if smoke else 65536,
                               steps=1 if smoke else 5, warmup=1 if smoke else 3, repeats=1 if smoke else 3,
-                              device=device)
+                              device=device, skip_other_layout=smoke)
     rates = time_step_alone(args)
     med = {k: statistics.median(v) for k, v in rates.items()}
     flops = step_flops(args)
