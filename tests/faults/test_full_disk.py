@@ -96,11 +96,29 @@ def test_full_disk_then_rerun_with_space(name: str, size: str, tmp_path: Path) -
             rerun = _run(cmd(inputs, out))
             assert rerun.returncode == 0, rerun.stderr[-3000:]
             assert snapshot(out) == snapshot(ref)
-    else:  # no mount here: a per-file size limit (the shards and Parquet files exceed 4 KB)
-        out = tmp_path / "out"
-        _assert_one_line_error(_run(cmd(inputs, out), _fsize_limit(4096)), "too large")
-        assert _run(cmd(inputs, out)).returncode == 0
-        assert snapshot(out) == snapshot(ref)
+    else:  # no mount here: the per-file size limit
+        _file_size_limit_then_rerun(name, inputs, ref, tmp_path)
+
+
+def _file_size_limit_then_rerun(name: str, inputs, ref: Path, tmp_path: Path) -> None:  # noqa: ANN001
+    _, cmd, snapshot, _ = CASES[name]
+    out = tmp_path / "out"
+    _assert_one_line_error(_run(cmd(inputs, out), _fsize_limit(4096)), "too large")
+    rerun = _run(cmd(inputs, out))
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    assert snapshot(out) == snapshot(ref)
+
+
+@pytest.mark.parametrize("name", ["code curate", "code pack"])
+def test_file_size_limit_then_rerun(name: str, tmp_path: Path) -> None:
+    """RLIMIT_FSIZE = 4 KB: the first bigger file fails (EFBIG). It caught `code pack` refusing its own rerun
+    ("exists and is not a pack in progress") when the plan was the file that failed. (`pathology tile` here
+    hits the h5py SIGSEGV of the xfail above.)"""
+    build, cmd, _, _ = CASES[name]
+    inputs = build(tmp_path / "in")
+    ref = tmp_path / "ref"
+    assert _run(cmd(inputs, ref)).returncode == 0
+    _file_size_limit_then_rerun(name, inputs, ref, tmp_path)
 
 
 @pytest.mark.parametrize("name", list(CASES))
@@ -113,6 +131,8 @@ def test_read_only_output_folder(name: str, tmp_path: Path) -> None:
             subprocess.run(["mount", "-o", "remount,ro", str(disk)], check=True)
             _assert_one_line_error(_run(cmd(inputs, disk / "out")), "read-only", "Read-only", "not a writable")
             assert not list((disk / "out").iterdir())
+    elif os.geteuid() == 0:
+        pytest.skip("root ignores file modes and may not mount here: no read-only folder can be made")
     else:
         out = tmp_path / "ro"
         out.mkdir()

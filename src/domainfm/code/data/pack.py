@@ -229,7 +229,8 @@ def pack_corpus(corpus_dir: str | Path, tokenizer_dir: str | Path, out_dir: str 
         if old.get("fingerprint") != fingerprint:
             raise UserError(f"{out} holds a pack made with other settings or data; "
                             "pass --overwrite to replace it (or choose another -o)")
-    elif out.exists() and any(out.iterdir()):
+    # (an empty _work/ alone is a run that died before writing its plan, e.g. on a full disk: start it again)
+    elif out.exists() and any(p.name != "_work" or any(p.iterdir()) for p in out.iterdir()):
         raise UserError(f"{out} exists and is not a pack in progress; pass --overwrite or choose another -o")
     if (out / "index.json").is_file() and plan_path.is_file():
         log.info("pack: %s is already complete", out)
