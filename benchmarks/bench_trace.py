@@ -120,6 +120,15 @@ def fts_query(text: str, limit: int = 256) -> str:
     return " OR ".join(f'"{t}"' for t in top)
 
 
+def fts5_top5(db: sqlite3.Connection, text: str) -> list[str]:
+    """FTS5's top 5 for the text's terms OR-ed (no ASCII term at all: no query, no hit)."""
+    query = fts_query(text)
+    if not query:
+        return []
+    return [row[0] for row in db.execute("SELECT swhid FROM docs WHERE docs MATCH ? ORDER BY rank LIMIT 5",
+                                         (query,)).fetchall()]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--packages", default="sympy,jinja2,click,yaml,fsspec,attr,anyio,dateutil",
@@ -188,7 +197,7 @@ def main() -> None:
         subprocess.run(["rg", "-F", "-l", "--no-messages", "-e", line, str(files_dir)], capture_output=True)
         t_rg.append(time.perf_counter() - t)
         t = time.perf_counter()
-        db.execute("SELECT swhid FROM docs WHERE docs MATCH ? ORDER BY rank LIMIT 5", (fts_query(q),)).fetchall()
+        fts5_top5(db, q)
         t_fts.append(time.perf_counter() - t)
 
     hits_ours = hits_fts = n_renamed = 0
@@ -200,9 +209,7 @@ def main() -> None:
             continue
         n_renamed += 1
         hits_ours += r["swhid"] in [h["swhid"] for h in tracer.trace(piece, top_k=5)["hits"]]
-        got = db.execute("SELECT swhid FROM docs WHERE docs MATCH ? ORDER BY rank LIMIT 5",
-                         (fts_query(piece),)).fetchall()
-        hits_fts += r["swhid"] in [g[0] for g in got]
+        hits_fts += r["swhid"] in fts5_top5(db, piece)
 
     res = {
         "corpus_files": len(rows), "build": build, "queries": len(queries),
