@@ -75,14 +75,9 @@ CASES = {  # name -> (inputs builder, command for an output folder, snapshot, tm
     "pathology tile": (si.slides, lambda i, o: ["pathology", "tile", str(i), "-o", str(o), *TILE],
                        _tile_snapshot, "40k"),
 }
-TILE_SEGV = pytest.mark.xfail(strict=True, reason=(
-    "bug: `pathology tile` on a 64k disk (full while coords/*.h5 is closed) prints the one-line error, then "
-    "dies with SIGSEGV at exit: h5py cannot close the coords file whose write failed (ENOSPC, 'Can't decrement "
-    "id ref count') and its dealloc crashes; a 40k disk (full elsewhere) exits 2 cleanly"))
-
-
-@pytest.mark.parametrize(("name", "size"), [*((n, c[3]) for n, c in CASES.items()),
-                                            pytest.param("pathology tile", "64k", marks=TILE_SEGV)])
+# `pathology tile` at 64k fills the disk while coords/*.h5 is written: it used to print the one-line error and
+# then die with SIGSEGV (h5py could not close the file whose write failed); the file is now built in memory
+@pytest.mark.parametrize(("name", "size"), [*((n, c[3]) for n, c in CASES.items()), ("pathology tile", "64k")])
 def test_full_disk_then_rerun_with_space(name: str, size: str, tmp_path: Path) -> None:
     build, cmd, snapshot, _ = CASES[name]
     inputs = build(tmp_path / "in")
@@ -112,8 +107,10 @@ def _file_size_limit_then_rerun(name: str, inputs, ref: Path, tmp_path: Path) ->
 @pytest.mark.parametrize("name", ["code curate", "code pack"])
 def test_file_size_limit_then_rerun(name: str, tmp_path: Path) -> None:
     """RLIMIT_FSIZE = 4 KB: the first bigger file fails (EFBIG). It caught `code pack` refusing its own rerun
-    ("exists and is not a pack in progress") when the plan was the file that failed. (`pathology tile` here
-    hits the h5py SIGSEGV of the xfail above.)"""
+    ("exists and is not a pack in progress") when the plan was the file that failed. (`pathology tile` records
+    an EFBIG per slide as that slide's failure and exits 1 instead of stopping with the one-line error: its
+    per-slide error handling does not tell our own output's errors from a bad slide's; left for the slides
+    stage.)"""
     build, cmd, _, _ = CASES[name]
     inputs = build(tmp_path / "in")
     ref = tmp_path / "ref"

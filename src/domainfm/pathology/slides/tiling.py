@@ -19,6 +19,7 @@ atomically; the coords file last, so its presence means the slide is complete.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import shutil
@@ -33,7 +34,7 @@ import numpy as np
 from PIL import Image
 
 from domainfm.core.errors import UserError
-from domainfm.core.io import atomic_path, atomic_write_text
+from domainfm.core.io import atomic_path, atomic_write_bytes, atomic_write_text
 from domainfm.pathology.slides import regions, tissue
 from domainfm.pathology.slides.coords import FORMAT_VERSION, clam_trident_attrs, read_coords
 from domainfm.pathology.slides.readers import MPP_PER_POWER, Slide, open_slide
@@ -252,11 +253,15 @@ def tile_slide(slide_path: str | os.PathLike[str], out_dir: str | os.PathLike[st
             level_dim=slide.level_dimensions[plan.level], level0_dim=slide.dimensions,
             level0_magnification=MPP_PER_POWER / plan.slide_mpp, overlap_px=plan.read_size - plan.stride,
             name=sid, save_dir=str(out.resolve()))
-        with atomic_path(out / "coords" / f"{sid}.h5") as tmp, h5py.File(tmp, "w") as f:
+        # built in memory, then written as bytes: a full disk fails in a plain write (a clean one-line error),
+        # never inside HDF5, whose file handle cannot be closed after a failed write (h5py then crashes at exit)
+        buf = io.BytesIO()
+        with h5py.File(buf, "w") as f:
             dset = f.create_dataset("coords", data=plan.coords.astype(np.int64).reshape(-1, 2))
             dset.attrs.update(dset_attrs)
             f.create_dataset("tissue_fraction", data=plan.tissue_fraction)
             f.attrs.update(root)
+        atomic_write_bytes(out / "coords" / f"{sid}.h5", buf.getvalue())
     return {"slide_id": sid, "status": "ok", "n_tiles": int(len(plan.coords)), "reason": "",
             "level": plan.level, "slide_mpp": round(plan.slide_mpp, 5), "mpp_source": plan.mpp_source,
             "n_grid": plan.n_grid, "seconds": round(time.perf_counter() - t0, 3),
