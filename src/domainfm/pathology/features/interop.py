@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from domainfm.core.errors import UserError
+from domainfm.pathology.slides.coords import plain_attr
 
 
 @dataclass
@@ -29,14 +30,6 @@ class SlideFeatures:
     coords: np.ndarray | None  # (N, 2) int64 level-0 top-left, None for a CLAM .pt file
     attrs: dict[str, Any] = field(default_factory=dict)  # root attrs updated with the coords dataset's
     layout: str = ""  # "h5" or "clam-pt"
-
-
-def _plain(v: Any) -> Any:
-    if isinstance(v, bytes):
-        return v.decode()
-    if isinstance(v, np.generic):
-        return v.item()
-    return v
 
 
 def _trident_dirs(d: Path) -> list[Path]:
@@ -107,9 +100,9 @@ def read_feature_file(path: str | os.PathLike[str]) -> SlideFeatures:
                 raise UserError(f"{p}: no 'features' dataset")
             x = np.asarray(f["features"][()], dtype=np.float32)
             c = np.asarray(f["coords"][()]).astype(np.int64).reshape(-1, 2) if "coords" in f else None
-            attrs = {k: _plain(v) for k, v in f.attrs.items()}
+            attrs = {k: plain_attr(v) for k, v in f.attrs.items()}
             if "coords" in f:
-                attrs.update({k: _plain(v) for k, v in f["coords"].attrs.items()})
+                attrs.update({k: plain_attr(v) for k, v in f["coords"].attrs.items()})
     except (OSError, ValueError, TypeError) as exc:  # ValueError/TypeError: a 'features' of strings or compounds
         raise UserError(f"{p}: not a readable HDF5 file ({exc})") from None
     if x.ndim == 3 and x.shape[0] == 1:  # (1, N, D) as some slide pipelines store a bag

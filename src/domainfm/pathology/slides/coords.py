@@ -47,7 +47,8 @@ from domainfm.core.errors import UserError
 FORMAT_VERSION = 2
 
 
-def _plain(v: Any) -> Any:
+def plain_attr(v: Any) -> Any:
+    """An HDF5 attribute value as plain Python (bytes -> str, numpy scalar -> its item)."""
     if isinstance(v, bytes):
         return v.decode()
     if isinstance(v, np.generic):
@@ -117,8 +118,8 @@ def read_coords(path: str | os.PathLike[str]) -> CoordsInfo:
             if "coords" not in f:
                 raise UserError(f"{p}: no 'coords' dataset (not a CLAM/TRIDENT/domainfm coordinates file)")
             coords = np.asarray(f["coords"][()]).astype(np.int64).reshape(-1, 2)
-            root = {k: _plain(v) for k, v in f.attrs.items()}
-            dset = {k: _plain(v) for k, v in f["coords"].attrs.items()}
+            root = {k: plain_attr(v) for k, v in f.attrs.items()}
+            dset = {k: plain_attr(v) for k, v in f["coords"].attrs.items()}
     except OSError as exc:
         raise UserError(f"{p}: not a readable HDF5 file ({exc})") from None
     a = {**root, **dset}
