@@ -17,6 +17,7 @@ target, and the index records that rate.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -135,13 +136,9 @@ def _kernels():  # compiled on first use and cached on disk (numba is optional)
     return add, contains
 
 
-_KERNELS: list = []
-
-
-def kernels():
-    if not _KERNELS:
-        _KERNELS.append(_kernels())
-    return _KERNELS[0]
+@functools.cache
+def kernels():  # compiled once per process
+    return _kernels()
 
 
 class BlockedBloom:

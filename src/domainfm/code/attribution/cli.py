@@ -92,7 +92,7 @@ def register(app: typer.Typer) -> None:
         if as_json:
             typer.echo(json.dumps(result))
         else:
-            typer.echo(render(result, text, use_color))
+            typer.echo(render(result, use_color))
 
     @app.command("datacard")
     def datacard(

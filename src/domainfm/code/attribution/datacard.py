@@ -24,8 +24,7 @@ def _read(corpus: Path, name: str, columns: list[str]) -> Any:
 
     paths = sorted((corpus / name).glob("*.parquet")) if (corpus / name).is_dir() else (
         [corpus / name] if (corpus / name).is_file() else [])
-    tables = [pq.read_table(p, columns=[c for c in columns if c in pq.read_schema(p).names]) for p in paths]
-    tables = [t for t in tables if t.num_columns == len(columns)]
+    tables = [pq.read_table(p, columns=columns) for p in paths if set(columns) <= set(pq.read_schema(p).names)]
     return pa.concat_tables(tables) if tables else None
 
 

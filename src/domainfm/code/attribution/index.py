@@ -28,7 +28,7 @@ import os
 import shutil
 import signal
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -223,7 +223,3 @@ def load_shards(index: Path) -> tuple[dict[str, Any], list[IndexShard]]:
     if not shards:
         raise UserError(f"{index} has no complete shard yet (rerun `code index` to finish it)")
     return manifest, shards
-
-
-def config_dict(cfg: IndexConfig) -> dict[str, Any]:
-    return asdict(cfg)

@@ -144,7 +144,7 @@ class Tracer:
         return result
 
 
-def render(result: dict[str, Any], snippet: str, color: bool, contents: dict[int, str] | None = None) -> str:
+def render(result: dict[str, Any], color: bool) -> str:
     """The terminal form of one trace: verdict line, then each hit with its matching lines highlighted."""
     if result.get("error"):
         return f"cannot trace: {result['error']}"
@@ -165,7 +165,7 @@ def render(result: dict[str, Any], snippet: str, color: bool, contents: dict[int
         lines.append(f"#{hit['rank']} verbatim {100 * hit['verbatim_overlap']:.0f}% bm25 {hit['score']:.1f}  "
                      f"{hit['repo_name']}/{hit['path']}  "
                      f"{hit['swhid']}  license {hit['licenses'] or hit['license_type']}")
-        content = (contents or {}).get(hit["rank"]) or hit.get("content")
+        content = hit.get("content")  # present when traced with_content=True
         for m in hit["lines"][:8]:
             text = content[m["start"]:m["end"]] if content else ""
             lines.append(f"    {m['line']:>5} {style.get(m['kind'], '')}{text.strip()[:100]}{reset}  ({m['kind']})")
