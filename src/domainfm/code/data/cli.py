@@ -1,4 +1,4 @@
-"""`domainfm code pack CURATED_DIR --tokenizer TOK_DIR -o PACKED_DIR --seq-len N [--fim-rate 0.5]`."""
+"""`domainfm code pack CURATED_DIR --tokenizer TOK_DIR -o PACKED_DIR --seq-len N [--fim-rate 0.5] [--mixture M]`."""
 
 from __future__ import annotations
 
@@ -32,6 +32,10 @@ def register(app: typer.Typer) -> None:
                                            help="fraction of repositories held out for validation"),
         shard_mb: float = typer.Option(32.0, "--shard-mb", help="MiB of source per shard (work unit)"),
         workers: int = typer.Option(1, "--workers", help="worker processes"),
+        mixture: str = typer.Option(None, "--mixture",
+                                    help="weights per source: a preset (starcoder2-3b, starcoder2-7b, "
+                                         "starcoder2-15b, natural) or a YAML file {weights: {lang:Python: 2, "
+                                         "issue: 0.5, default: 1}}; the draws use --seed"),
         overwrite: bool = typer.Option(False, "--overwrite", help="replace an existing output folder"),
     ) -> None:
         """Build repository-context samples, tokenise, cut into fixed-length rows, and apply FIM per row."""
@@ -40,7 +44,7 @@ def register(app: typer.Typer) -> None:
         idx = pack_corpus(corpus, tokenizer, out, seq_len, fim_rate=fim_rate, seed=seed,
                           val_fraction=val_fraction, workers=workers, fim_spm_rate=fim_spm_rate,
                           repo_meta_rate=repo_meta_rate, shard_mb=shard_mb, overwrite=overwrite,
-                          fim_fragment_rate=fim_fragment_rate)
+                          fim_fragment_rate=fim_fragment_rate, mixture=mixture)
         print(summary(idx))
 
 
@@ -56,6 +60,14 @@ def summary(idx: dict) -> str:
                      f"{sp['n_seqs']:>8} seqs  padding {waste:.2f}%  truncated {sp.get('n_truncated_tokens', 0)} tokens  "
                      f"FIM {n_fim} (PSM {sp['fim_psm']} / SPM {sp['fim_spm']})  "
                      f"with metadata {sp['samples_with_meta']}")
+    if "mixture" in idx:
+        mix = idx["mixture"]
+        lines.append(f"  mixture {mix['name']} (seed {mix['seed']}): source weight rows -> train rows out, "
+                     "train tokens")
+        train_src = idx["splits"]["train"].get("by_source", {})
+        for src, st in mix["sources"].items():
+            lines.append(f"    {src:<24} {st['weight']:>7.4g} {st['train_rows_in']:>8} -> {st['train_rows_out']:>8}"
+                         f"  {train_src.get(src, {}).get('tokens', 0):>12,} tokens")
     if "seconds" in idx and idx["seconds"] > 0:
         lines.append(f"  {total:,} tokens in {idx['seconds']:.1f}s ({total / idx['seconds']:,.0f} tokens/s)")
     return "\n".join(lines)

@@ -128,30 +128,42 @@ class SampleStats:
     with_meta: int = 0
 
 
-def repo_sample(repo_name: str, files: list[tuple[str, str]], seed: int, fim_rate: float = 0.0,
-                spm_rate: float = 0.5, meta_rate: float = 0.5,
-                stats: SampleStats | None = None) -> list[Piece]:
-    """The sample of one repository; `files` = [(path, code)] in any order.
+def repo_sample(repo_name: str, files: list[tuple[str, str]] | list[tuple[str, str, str]], seed: int,
+                fim_rate: float = 0.0, spm_rate: float = 0.5, meta_rate: float = 0.5,
+                stats: SampleStats | None = None, key: str | None = None,
+                tags: list[str] | None = None) -> list[Piece]:
+    """The sample of one repository; `files` = [(path, code)] or [(path, code, source)] in any order.
 
     `pack` builds samples with `fim_rate=0` and applies FIM per training row afterwards
-    (`fim_rows`, as Megatron / StarCoder2); `fim_rate > 0` gives the per-file text-level variant."""
-    rng = seeded_rng(seed, repo_name)
-    order = sorted(files)  # canonical first, so the corpus order does not matter
+    (`fim_rows`, as Megatron / StarCoder2); `fim_rate > 0` gives the per-file text-level variant.
+    `key` seeds the file order and the draws (default: the repository name; a data mixture's extra copy
+    of a repository uses its own key). When `tags` is given, one source name per returned piece is
+    appended to it (a file's pieces get its source; `<repo_name>`, the name and `<|endoftext|>` get the
+    source of the sample's first file), so tokens can be counted per source."""
+    rng = seeded_rng(seed, repo_name if key is None else key)
+    order = sorted(files, key=lambda f: (f[0], f[1]))  # canonical first, so the corpus order does not matter
     rng.shuffle(order)
     meta = rng.random() < meta_rate
     out: list[Piece] = [Special(REPO_NAME), repo_name] if meta else []
-    for path, code in order:
+    sources = [f[2] if len(f) > 2 else "" for f in order]
+    if tags is not None:
+        tags.extend([sources[0] if sources else ""] * len(out))
+    for (path, code, *_), source in zip(order, sources, strict=True):
         out.append(Special(FILE_SEP))
         pieces, mode = apply_fim(code, rng, fim_rate, spm_rate)
         if meta:  # the path heads the file, and in a FIM file the prefix (after <fim_middle> in SPM)
             at = {"": 0, "psm": 1, "spm": 4}[mode]
             pieces[at] = path + "\n" + pieces[at]
         out.extend(pieces)
+        if tags is not None:
+            tags.extend([source] * (1 + len(pieces)))
         if stats is not None:
             stats.files += 1
             stats.psm += mode == "psm"
             stats.spm += mode == "spm"
     out.append(Special(EOS))
+    if tags is not None:
+        tags.append(sources[0] if sources else "")
     if stats is not None:
         stats.with_meta += meta
     return out

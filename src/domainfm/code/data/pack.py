@@ -26,7 +26,16 @@ import numpy as np
 from domainfm.code.data.corpus import corpus_shards
 from domainfm.code.data.fim import FORMAT_KINDS, SampleStats, Special, format_sample, repo_sample
 from domainfm.code.data.fim_rows import FimRowStats, FimTokenIds, fim_rows
-from domainfm.code.data.plan import NO_REPO, make_units, scan_repos, split_repos
+from domainfm.code.data.mixture import (
+    Mixture,
+    load_mixture,
+    mixture_entries,
+    mixture_stats,
+    row_copies,
+    scan_sources,
+    source_of,
+)
+from domainfm.code.data.plan import NO_REPO, make_units, make_units_from_entries, scan_repos, split_repos
 from domainfm.code.data.shards import token_dtype, write_index, write_shard
 from domainfm.code.tokenizer.special import (
     EOS,
@@ -91,32 +100,45 @@ class PackTask:
         bar = progress(total=len(unit["repos"]), desc=f"pack {unit['file']}", unit="repo", leave=False) \
             if self.show_progress else contextlib.nullcontext()
         docs = dict.fromkeys(FORMAT_KINDS, 0)
-        for repo, refs in unit["repos"]:
+        tags: list[list[str]] = []  # per sample, the source of each piece (tokens counted per source)
+        by_source: dict[str, dict[str, int]] = {}
+        for repo, refs, *copy in unit["repos"]:  # copy: [k] for a data mixture's k-th extra copy
             files, formatted = [], []
             for fi, ri in refs:
-                path, content, kind = rows[(fi, ri)]
+                path, content, kind, lang = rows[(fi, ri)]
+                src = source_of(kind, lang)
                 if content is None:
                     empty += 1  # null content: nothing to learn from; counted, not packed
-                elif kind in FORMAT_KINDS:  # notebook (structured) / issue / PR: a document of its own
-                    formatted.append((path or "", content))
+                    continue
+                by_source.setdefault(src, {"files": 0, "tokens": 0})["files"] += 1
+                if kind in FORMAT_KINDS:  # notebook (structured) / issue / PR: a document of its own
+                    formatted.append((path or "", content, src))
                     docs[kind] += 1
                 else:
-                    files.append((path or "", content))
+                    files.append((path or "", content, src))
             name = "" if repo == NO_REPO else repo
+            key = f"{name}\x00copy:{copy[0]}" if copy else None
             # plain samples: FIM is applied per row below, after the stream is cut
-            samples = [repo_sample(name, files, s["seed"], 0.0, 0.0, s["repo_meta_rate"], stats)] if files else []
-            samples += [format_sample(content) for _, content in sorted(formatted)]
+            samples, stags = [], []
+            if files:
+                stags.append([])
+                samples.append(repo_sample(name, files, s["seed"], 0.0, 0.0, s["repo_meta_rate"], stats, key=key,
+                                           tags=stags[-1]))
+            for _, content, src in sorted(formatted):
+                samples.append(format_sample(content))
+                stags.append([src] * len(samples[-1]))
             if not samples:
                 continue
             batch.extend(samples)
+            tags.extend(stags)
             n_chars += sum(len(p) for pieces in samples for p in pieces if isinstance(p, str))
             if n_chars >= ENCODE_BATCH_CHARS:
-                chunks.append(_tokenise(tok, batch, ids))
-                batch, n_chars = [], 0
+                chunks.append(_tokenise(tok, batch, ids, tags, by_source))
+                batch, tags, n_chars = [], [], 0
             if self.show_progress:
                 bar.update(1)
         if batch:
-            chunks.append(_tokenise(tok, batch, ids))
+            chunks.append(_tokenise(tok, batch, ids, tags, by_source))
         if self.show_progress:
             bar.close()
         stream = np.concatenate([c[0] for c in chunks]) if chunks else np.zeros(0, dtype=np.uint32)
@@ -139,37 +161,45 @@ class PackTask:
                 "n_files": stats.files + sum(docs.values()), "n_null_content": empty,
                 **{f"n_docs_{k}": v for k, v in docs.items()}, "fim_psm": fs.psm, "fim_spm": fs.spm,
                 "fim_kept_plain": fs.kept_plain, "samples_with_meta": stats.with_meta,
-                "seconds": round(time.perf_counter() - t0, 3)}
+                "by_source": dict(sorted(by_source.items())), "seconds": round(time.perf_counter() - t0, 3)}
 
 
-def _read_rows(files: list[Path], repos: list[list[Any]]) -> dict[tuple[int, int], tuple[str, str | None, str]]:
-    """(file_idx, row_idx) -> (path, content, kind) for the rows of these repos, reading only their row
-    groups; `kind` is curate's record kind ("file" where the corpus has no `kind` column)."""
+def _read_rows(files: list[Path], repos: list[list[Any]]
+               ) -> dict[tuple[int, int], tuple[str, str | None, str, str | None]]:
+    """(file_idx, row_idx) -> (path, content, kind, language) for the rows of these repos, reading only
+    their row groups; `kind` is curate's record kind ("file" where the corpus has no `kind` column)."""
     pq = require("pyarrow.parquet", "code")
     wanted: dict[int, set[int]] = {}
-    for _, refs in repos:
+    for _, refs, *_ in repos:
         for fi, ri in refs:
             wanted.setdefault(fi, set()).add(ri)
-    out: dict[tuple[int, int], tuple[str, str | None, str]] = {}
+    out: dict[tuple[int, int], tuple[str, str | None, str, str | None]] = {}
     for fi, rows in sorted(wanted.items()):
         pf = pq.ParquetFile(files[fi])
-        cols = ["path", "content"] + (["kind"] if "kind" in pf.schema_arrow.names else [])
+        have = pf.schema_arrow.names
+        cols = ["path", "content"] + [c for c in ("kind", "language") if c in have]
         start = 0
         for g in range(pf.metadata.num_row_groups):
             n = pf.metadata.row_group(g).num_rows
             local = sorted(r - start for r in rows if start <= r < start + n)
             if local:
                 t = pf.read_row_group(g, columns=cols).take(local)
-                kinds = t.column(2).to_pylist() if len(cols) == 3 else ["file"] * len(local)
-                for r, p, c, k in zip(local, t.column(0).to_pylist(), t.column(1).to_pylist(), kinds, strict=True):
-                    out[(fi, start + r)] = (p, c, k or "file")
+                col = {c: t.column(i).to_pylist() for i, c in enumerate(cols)}
+                kinds = col.get("kind", ["file"] * len(local))
+                langs = col.get("language", [None] * len(local))
+                for r, p, c, k, lang in zip(local, col["path"], col["content"], kinds, langs, strict=True):
+                    out[(fi, start + r)] = (p, c, k or "file", lang)
             start += n
     return out
 
 
-def _tokenise(tok: Any, samples: list[list[Any]], ids: dict[str, int]) -> tuple[np.ndarray, np.ndarray]:
+def _tokenise(tok: Any, samples: list[list[Any]], ids: dict[str, int], tags: list[list[str]] | None = None,
+              by_source: dict[str, dict[str, int]] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Token ids of a batch of samples, concatenated (text pieces via one `encode_batch` call), and a
-    mask of the same length, True on each `<file_sep>` that a `PATH\\n` follows (samples with metadata)."""
+    mask of the same length, True on each `<file_sep>` that a `PATH\\n` follows (samples with metadata).
+
+    With `tags` (one source per piece of each sample), each piece's token count is added to
+    `by_source[source]["tokens"]`."""
     # a format token this tokenizer lacks stays text
     samples = [[p.token if isinstance(p, Special) and p.token not in ids else p for p in pieces]
                for pieces in samples]
@@ -177,15 +207,18 @@ def _tokenise(tok: Any, samples: list[list[Any]], ids: dict[str, int]) -> tuple[
     encs = iter(tok.encode_batch(texts, add_special_tokens=False))
     out: list[int] = []
     path_at: list[int] = []
-    for pieces in samples:
+    for si, pieces in enumerate(samples):
         meta = bool(pieces) and pieces[0] == Special(REPO_NAME)
-        for p in pieces:
+        for pi, p in enumerate(pieces):
+            before = len(out)
             if isinstance(p, Special):
                 if meta and p.token == FILE_SEP:
                     path_at.append(len(out))
                 out.append(ids[p.token])
             elif p:
                 out.extend(next(encs).ids)
+            if tags is not None and by_source is not None:
+                by_source.setdefault(tags[si][pi], {"files": 0, "tokens": 0})["tokens"] += len(out) - before
     mask = np.zeros(len(out), dtype=bool)
     mask[path_at] = True
     return np.asarray(out, dtype=np.uint32), mask
@@ -194,9 +227,12 @@ def _tokenise(tok: Any, samples: list[list[Any]], ids: dict[str, int]) -> tuple[
 def pack_corpus(corpus_dir: str | Path, tokenizer_dir: str | Path, out_dir: str | Path, seq_len: int,
                 fim_rate: float = 0.5, seed: int = 0, val_fraction: float = 0.05, workers: int = 1,
                 fim_spm_rate: float = 0.5, repo_meta_rate: float = 0.5, shard_mb: float = 32.0,
-                overwrite: bool = False, fim_fragment_rate: float = 0.5) -> dict[str, Any]:
+                overwrite: bool = False, fim_fragment_rate: float = 0.5,
+                mixture: str | Path | Mixture | None = None) -> dict[str, Any]:
     """Pack a curated corpus into `out_dir` (see module doc); returns the index (also `out_dir/index.json`).
 
+    `mixture` (a preset name, a YAML file or a `Mixture`) weights the corpus's sources (`mixture.py`);
+    the draws use `seed`, and the mixture and its per-source counts are recorded in the index.
     Rerunning with the same arguments resumes an interrupted run (or returns at once when finished)."""
     if seq_len < 2:
         raise UserError(f"--seq-len must be >= 2 (got {seq_len})")
@@ -207,6 +243,7 @@ def pack_corpus(corpus_dir: str | Path, tokenizer_dir: str | Path, out_dir: str 
     if val_fraction >= 1.0:
         raise UserError("--val-fraction must be < 1 (some repositories must remain for training)")
     t0 = time.perf_counter()
+    mix = mixture if isinstance(mixture, Mixture) or mixture is None else load_mixture(mixture)
     out = Path(out_dir)
     files = corpus_shards(corpus_dir)
     tok = load_tokenizer(tokenizer_dir)
@@ -220,6 +257,8 @@ def pack_corpus(corpus_dir: str | Path, tokenizer_dir: str | Path, out_dir: str 
         "val_fraction": val_fraction, "shard_mb": shard_mb,
         "corpus": [[str(f.resolve()), f.stat().st_size] for f in files],
     }
+    if mix is not None:  # only then: a pack without a mixture keeps its fingerprint (and resumes)
+        settings["mixture"] = mix.to_dict()
     fingerprint = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()
     plan_path = out / "_work" / "plan.json"
     if overwrite and out.exists():
@@ -248,9 +287,15 @@ def pack_corpus(corpus_dir: str | Path, tokenizer_dir: str | Path, out_dir: str 
         train.sort(key=lambda r: members[r][0][:2])
         val.sort(key=lambda r: members[r][0][:2])
         shard_bytes = int(shard_mb * 2**20)
-        units = make_units("train", train, members, shard_bytes) + make_units("val", val, members, shard_bytes)
+        mix_record = None
+        if mix is None:
+            units = make_units("train", train, members, shard_bytes) + make_units("val", val, members, shard_bytes)
+        else:
+            units, mix_record = _mixture_units(files, mix, seed, train, val, members, shard_bytes)
         plan = {"fingerprint": fingerprint, "settings": settings, "corpus_files": [str(f) for f in files],
                 "counts": counts, "repos": {"train": train, "val": val}, "units": units}
+        if mix_record is not None:
+            plan["mixture"] = mix_record
         atomic_write_json(plan_path, plan)
 
     ex = LocalExecutor(PackTask(str(out), show_progress=workers <= 1), n_tasks=len(plan["units"]),
@@ -262,6 +307,24 @@ def pack_corpus(corpus_dir: str | Path, tokenizer_dir: str | Path, out_dir: str 
     return index
 
 
+def _mixture_units(files: list[Path], mix: Mixture, seed: int, train: list[str], val: list[str],
+                   members: dict[str, list[list[int]]], shard_bytes: int) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Work units of a mixture-weighted pack, and the mixture's record (weights, seed, rows per source)."""
+    sources = scan_sources(files)
+    n_copies = row_copies(sources, mix, seed)
+    train_entries = mixture_entries(train, members, n_copies)
+    if not train_entries:
+        raise UserError(f"mixture {mix.name!r} keeps no row of the train split (every source has weight 0 "
+                        f"or rounds to no copy); sources here: {', '.join(sorted({s for s, _ in sources.values()}))}")
+    val_entries = mixture_entries(val, members, n_copies, cap=1)
+    split_of = {(fi, ri): name for name, repos in (("train", train), ("val", val))
+                for r in repos for fi, ri, _ in members[r]}
+    record = {**mix.to_dict(), "seed": seed, "sources": mixture_stats(sources, n_copies, split_of, mix)}
+    units = make_units_from_entries("train", train_entries, shard_bytes) + \
+        make_units_from_entries("val", val_entries, shard_bytes)
+    return units, record
+
+
 def _build_index(plan: dict[str, Any], summaries: list[dict[str, Any]]) -> dict[str, Any]:
     s = plan["settings"]
     tok = load_tokenizer(s["tokenizer"])
@@ -271,9 +334,18 @@ def _build_index(plan: dict[str, Any], summaries: list[dict[str, Any]]) -> dict[
         keys = ("n_seqs", "n_tokens", "n_stream_tokens", "n_pad_tokens", "n_truncated_tokens", "n_files",
                 "n_null_content", "fim_psm", "fim_spm", "fim_kept_plain", "samples_with_meta",
                 *(f"n_docs_{k}" for k in FORMAT_KINDS))
+        by_source: dict[str, dict[str, int]] = {}
+        for x in sums:
+            for src, c in x.get("by_source", {}).items():
+                acc = by_source.setdefault(src, {"files": 0, "tokens": 0})
+                acc["files"] += c["files"]
+                acc["tokens"] += c["tokens"]
         splits[name] = {"shards": [{"file": x["file"], "n_seqs": x["n_seqs"]} for x in sums],
                         **{k: sum(x[k] for x in sums) for k in keys},
+                        # stream tokens (before FIM sentinels and padding) and files per source
+                        "by_source": dict(sorted(by_source.items())),
                         "n_repos": len(plan["repos"][name]), "repos": plan["repos"][name]}
+    extra = {"mixture": plan["mixture"]} if "mixture" in plan else {}
     return {"format": FORMAT, "seq_len": s["seq_len"], "dtype": s["dtype"], "vocab_size": s["vocab_size"],
             "seed": s["seed"], "tokenizer": s["tokenizer"], "tokenizer_sha256": s["tokenizer_sha256"],
             "fim_rate": s["fim_rate"], "fim_spm_rate": s["fim_spm_rate"],
@@ -281,7 +353,7 @@ def _build_index(plan: dict[str, Any], summaries: list[dict[str, Any]]) -> dict[
             "repo_meta_rate": s["repo_meta_rate"], "val_fraction": s["val_fraction"],
             "pad_id": tok.token_to_id(FIM_PAD), "eos_id": tok.token_to_id(EOS),
             "corpus_rows": plan["counts"]["rows"], "rows_without_repo_name": plan["counts"]["no_repo_name"],
-            "splits": splits}
+            "splits": splits, **extra}
 
 
 __all__ = ["pack_corpus", "load_tokenizer", "PackTask"]

@@ -63,6 +63,14 @@ def make_units(split: str, repos: list[str], members: dict[str, list[list[int]]]
 
     A repository is never cut (its sample is built whole); each unit becomes one shard file.
     """
+    return make_units_from_entries(split, [(r, 0, members[r]) for r in repos], shard_bytes, max_files)
+
+
+def make_units_from_entries(split: str, entries: list[tuple[str, int, list[list[int]]]], shard_bytes: int,
+                            max_files: int = 50_000) -> list[dict[str, Any]]:
+    """`make_units` over (repo, copy index, [[file_idx, row_idx, size], ...]) entries (a data mixture makes
+    copies of a repository, `mixture.mixture_entries`). A unit lists `[repo, [[file_idx, row_idx], ...]]`,
+    with the copy index as a third element when it is above 0 (so a plan without a mixture is unchanged)."""
     units: list[dict[str, Any]] = []
     cur: list[list[Any]] = []
     size = n_files = 0
@@ -73,9 +81,8 @@ def make_units(split: str, repos: list[str], members: dict[str, list[list[int]]]
             units.append({"split": split, "file": f"{split}/{len(units):05d}.bin", "repos": cur})
         cur, size, n_files = [], 0, 0
 
-    for r in repos:
-        refs = members[r]
-        cur.append([r, [[fi, ri] for fi, ri, _ in refs]])
+    for r, copy, refs in entries:
+        cur.append([r, [[fi, ri] for fi, ri, _ in refs]] + ([copy] if copy else []))
         size += sum(s for _, _, s in refs)
         n_files += len(refs)
         if size >= shard_bytes or n_files >= max_files:
