@@ -13,6 +13,7 @@ STAGES = [
     "domainfm.code.data.cli",
     "domainfm.code.model.cli",
     "domainfm.code.train.cli",
+    "domainfm.code.train.stage_cli",
     "domainfm.code.generate.cli",
     "domainfm.code.evaluate.cli",
     "domainfm.code.serve.cli",
