@@ -11,7 +11,13 @@ largest holes) ->
 per contour, the grid over its bounding box (step = tile) and CLAM's `isInContourV3_Easy` check (any of
 4 points around the tile centre inside the contour, `pointPolygonTest`) and not inside a hole. CLAM
 forks a 4-process pool per contour for that check; here it runs in-process (cheaper on these small
-slides, so the comparison favours CLAM).
+slides, so the comparison favours CLAM). `clam own level` is the same code on the image CLAM itself
+segments (`create_patches_fp.py`, seg_level -1: level 0 of a one-level slide, else
+`get_best_level_for_downsample(64)`, read whole with OpenSlide's `read_region`): level 0 of CMU, level 1
+(JPEG 2000) of TCGA.
+
+`--breakdown` times the parts (fastest of 50 calls): what both planners share (OpenSlide open, scanner
+thumbnail decode, resize to the mask resolution) and each one's own part, and the best ratio they allow.
 
 Per-tile loop (what many tiling scripts do): walk the full level-0 grid, `openslide.read_region` every
 tile at level 0 (size = the tile's level-0 extent), convert to HSV and keep it when the fraction of
@@ -58,17 +64,37 @@ def _open(path: Path | Callable[[], Slide]) -> Slide:
     return path() if callable(path) else open_slide(path)
 
 
-def clam_plan(path: Path | Callable[[], Slide], mpp: float | None, cfg: TileConfig) -> int:
-    """CLAM's segmentTissue + process_contours (four_pt check, use_padding=True), see the module docstring."""
+def clam_seg_image(path: Path) -> tuple[np.ndarray, tuple[int, int], float | None]:
+    """CLAM's own segmentation image (`create_patches_fp.py`, seg_level -1): level 0 of a one-level slide,
+    else `get_best_level_for_downsample(64)`, read whole with OpenSlide's `read_region` (RGBA, as CLAM's
+    `np.array(self.wsi.read_region((0, 0), seg_level, self.level_dim[seg_level]))`)."""
+    import openslide
+
+    with openslide.OpenSlide(str(path)) as osr:
+        level = 0 if osr.level_count == 1 else osr.get_best_level_for_downsample(64)
+        img = np.array(osr.read_region((0, 0), level, osr.level_dimensions[level]))
+        mpp = osr.properties.get("openslide.mpp-x")
+        return img, osr.dimensions, float(mpp) if mpp else None
+
+
+def clam_plan(path: Path | Callable[[], Slide], mpp: float | None, cfg: TileConfig, own_level: bool = False) -> int:
+    """CLAM's segmentTissue + process_contours (four_pt check, use_padding=True), see the module docstring.
+
+    `own_level`: segment CLAM's own seg level (`clam_seg_image`) instead of the overview ours uses."""
     import cv2
 
-    with _open(path) as s:
-        slide_mpp = mpp or s.mpp
-        W, H = s.dimensions
-        # the resolution of our mask (4 µm/px, coarser on huge slides): CLAM's own choice, the best level for
-        # downsample 64, would be level 0 on the real one/two-level slides here
-        ds = max(cfg.mask_mpp / slide_mpp, max(W, H) / cfg.overview_max_side, 1.0)
-        img = np.asarray(read_overview(s, ds))
+    if own_level:
+        assert isinstance(path, Path)
+        img, (W, H), meta_mpp = clam_seg_image(path)
+        slide_mpp = mpp or meta_mpp
+    else:
+        with _open(path) as s:
+            slide_mpp = mpp or s.mpp
+            W, H = s.dimensions
+            # the resolution of our mask (4 µm/px, coarser on huge slides): CLAM's own choice, the best level
+            # for downsample 64, is level 0 / level 1 on the real one/two-level slides here (`own_level`)
+            ds = max(cfg.mask_mpp / slide_mpp, max(W, H) / cfg.overview_max_side, 1.0)
+            img = np.asarray(read_overview(s, ds))
     scale = (W / img.shape[1], H / img.shape[0])
     hsv = cv2.cvtColor(img, cv2.COLOR_RGB2HSV)
     med = cv2.medianBlur(hsv[:, :, 1], CLAM_SEG["mthresh"])
@@ -199,6 +225,36 @@ def interleaved(methods: dict[str, Callable[[], int]], repeats: int, setup: Call
     return {k: (statistics.median(v), res[k]) for k, v in times.items()}
 
 
+def _best_ms(fn: Callable[[], object], n: int) -> float:
+    best = float("inf")
+    for _ in range(n):
+        t0 = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t0)
+    return best * 1000
+
+
+def breakdown(path: Path, mpp: float | None, cfg: TileConfig, n: int = 50) -> dict[str, float]:
+    """Where a planner's time goes on one slide: fastest of `n` calls (ms) of each part. The parts both
+    planners share (open, scanner-thumbnail decode, resize to the mask resolution) and each planner's own
+    part (on an in-memory slide whose thumbnail is that resized overview, so nothing is decoded)."""
+    with open_slide(path) as s:
+        slide_mpp = mpp or s.mpp
+        W, H = s.dimensions
+        ds = max(cfg.mask_mpp / slide_mpp, max(W, H) / cfg.overview_max_side, 1.0)
+        r = {"open (OpenSlide)": _best_ms(lambda: open_slide(path).close(), n),
+             "thumbnail decode (OpenSlide) + RGBA->RGB": _best_ms(s.associated_thumbnail, n)}
+        thumb = s.associated_thumbnail()
+        tw, th = max(1, round(W / ds)), max(1, round(H / ds))
+        r["resize to the mask resolution (Pillow BOX)"] = _best_ms(
+            lambda: thumb.resize((tw, th), Image.Resampling.BOX, reducing_gap=3.0), n)
+        ov = read_overview(s, ds)
+    mem = MosaicSlide(ov, W / ov.width, slide_mpp, 1)
+    r["ours own: mask + grid (plan_tiles)"] = _best_ms(lambda: ours_plan(lambda: mem, slide_mpp, cfg), n)
+    r["CLAM own: segmentTissue + process_contours"] = _best_ms(lambda: clam_plan(lambda: mem, slide_mpp, cfg), n)
+    return r
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", default=os.environ.get("DOMAINFM_DATA"), help="shared data dir (DOMAINFM_DATA)")
@@ -207,6 +263,8 @@ def main() -> None:
                     help="ASSUMED µm/px of the TCGA slide (it has no resolution metadata)")
     ap.add_argument("--only", choices=["cmu", "tcga"], help="benchmark one slide only")
     ap.add_argument("--coords-only", action="store_true", help="skip the tile-image timings")
+    ap.add_argument("--breakdown", action="store_true",
+                    help="also time the parts of each planner (fastest of 50 calls) and the best ratio they allow")
     ap.add_argument("--mosaic", type=int, default=16,
                     help="also plan a WSI-sized mosaic of the CMU overview repeated N x N times (0: skip)")
     args = ap.parse_args()
@@ -237,6 +295,7 @@ def main() -> None:
         m = interleaved({
             "baseline coords": lambda p=path, m=mpp: baseline(p, m, cfg, None),
             "clam-style plan": lambda p=path, m=mpp: clam_plan(p, m, cfg),
+            "clam own level": lambda p=path, m=mpp: clam_plan(p, m, cfg, own_level=True),
             "ours plan": lambda p=path, a=assumed: ours_plan(p, a, cfg),
             "ours tile_slide": lambda p=path, a=assumed: tile_slide(p, out, cfg, mpp=a)["n_tiles"],
             **({} if args.coords_only else {
@@ -244,23 +303,36 @@ def main() -> None:
                 "ours tiles": lambda p=path, a=assumed: tile_slide(p, out, cfg_t, mpp=a)["n_tiles"]}),
         }, args.repeats, clean, path.name[:12])
         vals = list(m.values()) + ([(float("nan"), 0)] * 2 if args.coords_only else [])
-        (tb, nb), (tc, nc), (tp, npn), (tf, _), (tbt, nbt), (tot, not_) = vals
+        (tb, nb), (tc, nc), (tcl, ncl), (tp, npn), (tf, _), (tbt, nbt), (tot, not_) = vals
         clean()
         for k, v in zip(totals, (tb, tc, tp, tf, tbt, tot), strict=True):
             totals[k] += v
-        rows.append((path.name, mpp, ngrid_base, nb, nc, npn, tb, tc, tp, tf, tbt, tot, nbt, not_))
+        rows.append((path.name, mpp, ngrid_base, nb, nc, npn, tb, tc, tp, tf, tbt, tot, nbt, not_, tcl, ncl))
     shutil.rmtree(tmp, ignore_errors=True)
-    for (name, mpp, ngrid, nb, nc, npn, tb, tc, tp, tf, tbt, tot, nbt, not_) in rows:
+    for (name, mpp, ngrid, nb, nc, npn, tb, tc, tp, tf, tbt, tot, nbt, not_, tcl, ncl) in rows:
         print(f"\n{name}  (slide {mpp} µm/px{' ASSUMED' if 'TCGA' in name else ''}; grid {ngrid} tiles)")
         print(f"  slide -> coordinates   per-tile loop {tb:7.4f}s ({ngrid / tb:8.0f} grid tiles/s, kept {nb})")
         print(f"                         CLAM-style    {tc:7.4f}s ({ngrid / tc:8.0f} grid tiles/s, kept {nc})")
+        print(f"                         CLAM own lvl  {tcl:7.4f}s ({ngrid / tcl:8.0f} grid tiles/s, kept {ncl})"
+              "  (its seg level, read_region)")
         print(f"                         ours plan     {tp:7.4f}s ({ngrid / tp:8.0f} grid tiles/s, kept {npn})"
-              f"  x{tb / tp:.1f} vs loop, x{tc / tp:.2f} vs CLAM-style")
+              f"  x{tb / tp:.1f} vs loop, x{tc / tp:.2f} vs CLAM-style, x{tcl / tp:.2f} vs CLAM own level")
         print(f"                         ours full {tf:6.3f}s (+h5, thumbnail, mask, overlay, grid, GeoJSON)"
               f"  x{tb / tf:.1f}")
         print(f"  slide -> tile images   baseline {tbt:7.3f}s ({nbt / tbt:6.0f} tiles/s, {nbt} tiles)")
         print(f"                         ours     {tot:7.3f}s ({not_ / tot:6.0f} tiles/s, {not_} tiles)"
               f"  x{tbt / tot:.2f}")
+    if args.breakdown:
+        for path, assumed in slides:
+            parts = breakdown(path, assumed, cfg)
+            shared = sum(v for k, v in parts.items() if " own" not in k)
+            own_o, own_c = parts["ours own: mask + grid (plan_tiles)"], parts["CLAM own: segmentTissue + process_contours"]
+            print(f"\n{path.name}: parts, fastest of 50 calls (ms)")
+            for k, v in parts.items():
+                print(f"  {k:<46} {v:7.3f}")
+            print(f"  shared by both planners {shared:.3f} ms; ours/CLAM-style from the parts "
+                  f"x{(shared + own_c) / (shared + own_o):.2f}; with ours' own part free "
+                  f"x{(shared + own_c) / shared:.2f} at most")
     t = totals
     if args.mosaic:
         with open_slide(sdir / "CMU-1-Small-Region.svs") as s:

@@ -16,6 +16,7 @@ piecewise constant on its pixels -- so tile selection never decodes a level-0 pi
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -84,15 +85,19 @@ def otsu(values: np.ndarray, bins: int = 256) -> float:
     return float(threshold_otsu(hist=(counts, centers)))
 
 
-def _size_kw(max_size: int) -> dict[str, int]:
-    """scikit-image >= 0.26 takes `max_size` (objects of <= max_size px go); older ones `min_size`."""
+@functools.cache
+def _takes_max_size() -> bool:
+    """scikit-image >= 0.26 takes `max_size` (objects of <= max_size px go); older ones `min_size`. Asked
+    once: `inspect.signature` cost as much as a small mask's `remove_small_objects` itself."""
     import inspect
 
     from skimage.morphology import remove_small_objects as rso
 
-    if "max_size" in inspect.signature(rso).parameters:
-        return {"max_size": int(max_size)}
-    return {"min_size": int(max_size) + 1}
+    return "max_size" in inspect.signature(rso).parameters
+
+
+def _size_kw(max_size: int) -> dict[str, int]:
+    return {"max_size": int(max_size)} if _takes_max_size() else {"min_size": int(max_size) + 1}
 
 
 def _dilate(mask: np.ndarray, r: int) -> np.ndarray:
