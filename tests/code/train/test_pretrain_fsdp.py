@@ -2,7 +2,7 @@
 
 Checks what a user relies on: the sharded run computes the same losses as one process with the same
 global batch, the exported `final/` is an ordinary transformers folder holding the trained weights, and a
-run whose processes are all killed with SIGKILL resumes from its (gathered) checkpoint to the same losses.
+run whose processes are all killed with SIGKILL resumes from its sharded (DCP) checkpoint to the same losses.
 """
 
 from __future__ import annotations
@@ -56,6 +56,7 @@ def test_fsdp_equals_one_process_and_exports_the_trained_weights(fsdp_run: Path,
     from transformers import AutoModelForCausalLM
 
     from domainfm.cli import main
+    from domainfm.code.train.dcp_export import read_tensors
 
     # one process with twice the micro-batch reads the same sequences per step (data.BatchPlan)
     single = tmp_path / "single"
@@ -80,11 +81,11 @@ def test_fsdp_equals_one_process_and_exports_the_trained_weights(fsdp_run: Path,
     assert "FSDP" not in (final / "README.md").read_text().split("## Training")[0]
     model = AutoModelForCausalLM.from_pretrained(final)
     loaded = model.state_dict()
-    trained = torch.load(fsdp_run / f"checkpoints/step_{STEPS:08d}/state.pt", weights_only=False)["model"]
+    trained = read_tensors(fsdp_run / f"checkpoints/step_{STEPS:08d}")  # the sharded checkpoint, stitched
     ref = AutoModelForCausalLM.from_pretrained(single / "final").state_dict()
     assert loaded.keys() == trained.keys() == ref.keys()
     for k in trained:
-        assert torch.equal(loaded[k], trained[k]), k  # the export is the gathered checkpoint, bit for bit
+        assert torch.equal(loaded[k], trained[k]), k  # the (streamed) export is the checkpoint, bit for bit
         torch.testing.assert_close(loaded[k], ref[k], rtol=2e-3, atol=2e-4)  # and the single run's, to rounding
 
 
@@ -92,6 +93,8 @@ def test_fsdp_killed_then_resumed_reproduces_the_uninterrupted_run(fsdp_run: Pat
                                                                    micro_preset: str, tmp_path: Path,
                                                                    torchrun) -> None:
     import torch
+
+    from domainfm.code.train.dcp_export import read_tensors
 
     script = tmp_path / "dying.py"
     script.write_text(DYING)
@@ -109,6 +112,7 @@ def test_fsdp_killed_then_resumed_reproduces_the_uninterrupted_run(fsdp_run: Pat
     strip = ("tokens_per_s", "elapsed_s")
     assert [{k: v for k, v in r.items() if k not in strip} for r in rows(out)] == \
            [{k: v for k, v in r.items() if k not in strip} for r in rows(fsdp_run)]
-    a = torch.load(fsdp_run / f"checkpoints/step_{STEPS:08d}/state.pt", weights_only=False)
-    b = torch.load(out / f"checkpoints/step_{STEPS:08d}/state.pt", weights_only=False)
-    assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
+    for key in ("model", "optim"):  # weights and AdamW moments, bit for bit
+        a = read_tensors(fsdp_run / f"checkpoints/step_{STEPS:08d}", key=key)
+        b = read_tensors(out / f"checkpoints/step_{STEPS:08d}", key=key)
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), key

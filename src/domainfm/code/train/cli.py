@@ -3,17 +3,20 @@
 Every `PretrainConfig` field is both a YAML key and a flag (`batch_size` -> `--batch-size`). Multi-GPU
 or multi-process CPU: `torchrun --nproc-per-node N -m domainfm code pretrain ...` (DDP; add `--fsdp`
 to shard a model that does not fit one device).
+`domainfm code export-checkpoint RUN/checkpoints/step_N [-o DIR]`: offline `final/` from a sharded checkpoint.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+from pathlib import Path
 
 import typer
 
 from domainfm.code.train.config import PretrainConfig
 from domainfm.core.config import config_command
-from domainfm.core.locks import writes_output
+from domainfm.core.locks import output_lock, writes_output
 
 
 def _add_short_flag(command, name: str, short: str):  # noqa: ANN001, ANN202 - typer plumbing
@@ -40,3 +43,17 @@ def register(app: typer.Typer) -> None:
                                                             "final", "loss_png")}, indent=2))
 
     app.command("pretrain")(_add_short_flag(pretrain, "out", "-o"))
+
+    @app.command("export-checkpoint")
+    def export_checkpoint(
+        checkpoint: Path = typer.Argument(..., help="a sharded checkpoint (RUN/checkpoints/step_*) or a run "
+                                                    "folder (its newest checkpoint)"),
+        out: Path = typer.Option(None, "-o", "--out", help="transformers folder to write [default: RUN/final]"),
+        max_shard_mb: float = typer.Option(2048.0, "--max-shard-mb",
+                                           help="MiB per safetensors file (peak memory is about twice this)"),
+    ) -> None:
+        """Convert a sharded (FSDP / DCP) checkpoint into a transformers folder, streaming the weights."""
+        from domainfm.code.train.export import export_checkpoint as run
+
+        with output_lock(out) if out else contextlib.nullcontext():
+            typer.echo(str(run(checkpoint, out, max_shard_mb=max_shard_mb)))

@@ -44,6 +44,9 @@ class PretrainConfig:
     grad_checkpointing: bool = field(default=False, metadata={"help": "activation checkpointing (less memory)"})
     fsdp: bool = field(default=False, metadata={"help": "shard params/grads/optimizer over processes (FSDP2) "
                                                 "instead of DDP, for models that do not fit one device"})
+    sharded_checkpoints: bool | None = field(default=None, metadata={
+        "help": "checkpoints as torch.distributed.checkpoint folders every process writes its shards into "
+                "(resumable on another number of processes); default: on with --fsdp"})
     threads: int = field(default=0, metadata={"help": "CPU threads per process (0 = torch's default)"})
     tensorboard: bool = field(default=True, metadata={"help": "write TensorBoard events under OUT/tb"})
     resume: bool | None = field(default=None, metadata={"help": "continue from OUT's last checkpoint "

@@ -99,13 +99,14 @@ def all_mean(values: list[float], info: DistInfo) -> list[float]:
     return (t / info.world_size).tolist()
 
 
-def wrap_model(model: Any, info: DistInfo, fsdp: bool, init_from: Any = None) -> Any:
+def wrap_model(model: Any, info: DistInfo, fsdp: bool, init_from: Any = None, from_checkpoint: bool = False) -> Any:
     """DDP (replicated weights) or FSDP2 (`fully_shard` per decoder layer, then the root).
 
     FSDP: `model` may live on the `meta` device (no memory): it is sharded first, each process then
     allocates only its shards and receives their values from rank 0's `init_from` (a full model or state
     dict on CPU, None on the other ranks) — so no process ever holds the whole model on its device, and
-    the initial weights are bit-identical to a single process's.
+    the initial weights are bit-identical to a single process's. `from_checkpoint`: the shards are only
+    allocated (`materialize`); their values come next from a sharded checkpoint, rank 0 builds nothing.
     """
     if not info.distributed:
         if fsdp:
@@ -117,13 +118,28 @@ def wrap_model(model: Any, info: DistInfo, fsdp: bool, init_from: Any = None) ->
         for layer in _decoder_layers(model):
             fully_shard(layer)
         fully_shard(model)
-        if init_from is not None or not info.is_main:
+        if from_checkpoint:
+            materialize(model, info.device)
+        elif init_from is not None or not info.is_main:
             load_full_state(model, info, init_from)
         return model
     from torch.nn.parallel import DistributedDataParallel as DDP
 
     ids = [info.device.index] if info.device.type == "cuda" else None
     return DDP(model, device_ids=ids)
+
+
+def materialize(model: Any, device: Any) -> None:
+    """Allocate a `meta` (possibly sharded) model on `device` and fill the buffers no checkpoint holds.
+
+    Parameters and persistent buffers are left uninitialised (a checkpoint load follows). Non-persistent
+    buffers (RoPE `inv_freq`) are recomputed from the config by transformers' own `_init_weights`, on
+    every rank locally — bit-identical to a CPU-built model's, with no broadcast and no full model anywhere.
+    """
+    model.to_empty(device=device)
+    for module in model.modules():
+        if module._non_persistent_buffers_set:
+            model._init_weights(module)
 
 
 def load_full_state(model: Any, info: DistInfo, source: Any) -> None:

@@ -8,6 +8,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from domainfm.core.errors import UserError
 from domainfm.core.progress import get_logger
 
 log = get_logger("code.train")
@@ -62,17 +63,26 @@ def corpus_stats(index: dict[str, Any], packed_dir: Path, tok_dir: Path | None) 
 
 
 def export_final(model: Any, out_dir: Path, *, packed_dir: Path, index: dict[str, Any], cfg: dict[str, Any],
-                 summary: dict[str, Any], state_dict: dict[str, Any] | None = None) -> Path:
-    """Write OUT/final atomically (temporary folder + rename); returns its path."""
-    final = out_dir / "final"
-    tmp = out_dir / f".final.tmp-{os.getpid()}"
+                 summary: dict[str, Any], state_dict: dict[str, Any] | None = None,
+                 weights_from: Path | None = None, dest: Path | None = None,
+                 max_shard_bytes: int | None = None) -> Path:
+    """Write OUT/final (or `dest`) atomically (temporary folder + rename); returns its path.
+
+    `weights_from`: a sharded (DCP) checkpoint folder whose weights are streamed into the safetensors
+    files (`dcp_export`; `model` may then live on `meta`) instead of `save_pretrained`'s in-memory ones.
+    """
+    final = dest or out_dir / "final"
+    tmp = final.parent / f".{final.name}.tmp-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     tok = tokenizer_dir(index, packed_dir)
     if tok is not None:
         _set_special_ids(model, tok)
     use_cache = model.config.use_cache
     model.config.use_cache = True  # training turns the KV cache off; generation wants it back
-    model.save_pretrained(tmp, state_dict=state_dict, safe_serialization=True)
+    if weights_from is None:
+        model.save_pretrained(tmp, state_dict=state_dict, safe_serialization=True)
+    else:
+        _save_streamed(model, tmp, weights_from, max_shard_bytes)
     model.config.use_cache = use_cache
     if tok is not None:
         for name in TOKENIZER_FILES:
@@ -87,6 +97,28 @@ def export_final(model: Any, out_dir: Path, *, packed_dir: Path, index: dict[str
         shutil.rmtree(final)
     os.replace(tmp, final)
     return final
+
+
+def _save_streamed(model: Any, tmp: Path, ckpt: Path, max_shard_bytes: int | None) -> None:
+    """What `save_pretrained` writes (config.json, generation_config.json, safetensors weights), with the
+    weights read tensor group by tensor group from the DCP folder `ckpt`."""
+    from domainfm.code.train.dcp_export import (
+        DEFAULT_SHARD_BYTES,
+        checkpoint_tensors,
+        export_names,
+        write_safetensors,
+    )
+
+    tmp.mkdir(parents=True)
+    names = export_names(model)
+    meta = checkpoint_tensors(ckpt)
+    # as save_pretrained records them: the weights' dtype ("float32") and the class name
+    model.config.dtype = str(meta[names[0]].properties.dtype if names[0] in meta else model.dtype).split(".")[1]
+    model.config.architectures = [type(model).__name__]
+    model.config.save_pretrained(tmp)
+    if model.can_generate() and model.generation_config is not None:
+        model.generation_config.save_pretrained(tmp)
+    write_safetensors(ckpt, tmp, names, max_shard_bytes or DEFAULT_SHARD_BYTES)
 
 
 def _set_special_ids(model: Any, tok: Path) -> None:
@@ -165,3 +197,54 @@ def _short_stats(stats: dict[str, Any]) -> dict[str, Any]:
         elif isinstance(v, dict) and len(v) <= 20 and all(not isinstance(x, dict | list) for x in v.values()):
             out[k] = v
     return out
+
+
+def export_checkpoint(ckpt: Path, dest: Path | None = None, max_shard_mb: float = 2048.0) -> Path:
+    """`domainfm code export-checkpoint`: a transformers folder from a sharded (DCP) checkpoint, offline.
+
+    `ckpt`: a run folder (its newest checkpoint) or one ``checkpoints/step_*`` folder; `dest` defaults
+    to RUN/final. Streams the weights (`dcp_export`); the tokenizer and model card come from the packed
+    data the run names, when it is still reachable.
+    """
+    import torch
+    from transformers import AutoConfig
+
+    from domainfm.code.data.shards import read_index
+    from domainfm.code.model.build import build_model
+    from domainfm.code.train.checkpoint import latest_checkpoint
+    from domainfm.code.train.metrics import read_metrics
+
+    ckpt = Path(ckpt)
+    if not (ckpt / ".metadata").is_file():
+        found = latest_checkpoint(ckpt)
+        if found is None or not (found / ".metadata").is_file():
+            raise UserError(f"{ckpt}: not a sharded checkpoint (no .metadata) nor a run folder holding one; "
+                            "a run with full (state.pt) checkpoints already wrote its final/")
+        ckpt = found
+    if max_shard_mb <= 0:
+        raise UserError(f"max_shard_mb must be positive, got {max_shard_mb}")
+    run = ckpt.parent.parent
+    state = torch.load(ckpt / "trainer.pt", map_location="cpu", weights_only=False)
+    cfg, step, world = state["config"], int(state["step"]), int(state.get("world_size", 1))
+    mjson = json.loads((ckpt / "model_config.json").read_text())
+    model = build_model(AutoConfig.for_model(**mjson), device="meta")  # config and names only, no memory
+    packed = Path(cfg.get("data", ""))
+    try:
+        index = read_index(packed)
+    except (UserError, OSError, ValueError):  # the packed data may be gone: export the weights anyway
+        log.warning("%s: packed data %s not readable; no tokenizer files / data card in the export", ckpt, packed)
+        index = {}
+    rows = [r for r in read_metrics(run / "metrics.jsonl") if r.get("step", 0) <= step]
+    vals = [r["val_loss"] for r in rows if r.get("val_loss") is not None]
+    seq_len = int(cfg.get("seq_len") or index.get("seq_len") or 0)
+    seen = step * int(cfg["batch_size"]) * int(cfg["grad_accum"]) * world
+    n_train = index.get("splits", {}).get("train", {}).get("n_seqs") or 0
+    summary = {"steps": step, "tokens_seen": seen * seq_len, "sequences_seen": seen,
+               "epochs": seen / n_train if n_train else 0.0,
+               "final_loss": rows[-1]["loss"] if rows else None, "final_val_loss": vals[-1] if vals else None,
+               "world_size": world, "parallelism": "FSDP" if cfg.get("fsdp") else "DDP" if world > 1 else
+               "single process", "device": "n/a (exported from checkpoint)", "precision": cfg.get("dtype", "auto"),
+               "wall_s": float(rows[-1].get("elapsed_s", 0.0)) if rows else 0.0, "out": str(run),
+               "checkpoint": str(ckpt)}
+    return export_final(model, run, packed_dir=packed, index=index, cfg=cfg, summary=summary, weights_from=ckpt,
+                        dest=Path(dest) if dest else None, max_shard_bytes=int(max_shard_mb * 1024**2))

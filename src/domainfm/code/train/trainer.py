@@ -105,6 +105,9 @@ class Trainer:
         self.state = load_checkpoint(ckpt) if ckpt is not None and cfg.resume is not False else None
         if self.state is not None:
             self._check_resumable(self.state)
+        # sharded (DCP) checkpoints: every rank writes its shards; the default with FSDP (`sharded.py`)
+        self.sharded = cfg.fsdp if cfg.sharded_checkpoints is None else cfg.sharded_checkpoints
+        from_dcp = self.state is not None and self.state["format"] == "sharded"  # weights come in `_restore`
 
         from domainfm.code.model.build import build_model
 
@@ -116,14 +119,14 @@ class Trainer:
             # FSDP: every rank builds on `meta` (no memory); rank 0 also builds the real initialisation on
             # CPU (the same weights a single process would draw) or takes the checkpoint's, and sends each
             # rank its shards (`dist.load_full_state`)
-            if self.info.is_main:
+            if self.info.is_main and not from_dcp:
                 init_from = build_model(mcfg, device="cpu")  # also the source of the non-persistent buffers
                 if self.state is not None:  # (RoPE inv_freq), which no checkpoint holds
                     init_from.load_state_dict(self.state["model"], assign=True)
             self.raw = build_model(mcfg, device="meta")
         else:
             self.raw = build_model(mcfg, device=self.info.device)
-            if self.state is not None:
+            if self.state is not None and not from_dcp:
                 self.raw.load_state_dict(self.state["model"])
         if cfg.grad_checkpointing:  # recompute each decoder layer in backward; non-reentrant works with FSDP
             enable = getattr(self.raw, "activation_checkpointing_enable", None)  # transformers >= 5 name
@@ -131,7 +134,7 @@ class Trainer:
                 enable(activation_checkpointing_kwargs={"use_reentrant": False})
             else:
                 self.raw.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-        self.wrapped = wrap_model(self.raw, self.info, cfg.fsdp, init_from=init_from)
+        self.wrapped = wrap_model(self.raw, self.info, cfg.fsdp, init_from=init_from, from_checkpoint=from_dcp)
         del init_from
         self.model = torch.compile(self.wrapped, backend=cfg.compile_backend) if cfg.compile else self.wrapped
 
@@ -156,17 +159,28 @@ class Trainer:
     def _check_resumable(self, state: dict[str, Any]) -> None:
         old, new = state["config"], config_to_dict(self.cfg)
         norm = {"data": lambda v: str(Path(v).resolve())}
-        diff = [k for k in RESUME_KEYS if norm.get(k, lambda v: v)(old.get(k)) != norm.get(k, lambda v: v)(new.get(k))]
-        if bool(old.get("fsdp")) != bool(new.get("fsdp")):  # DDP and FSDP checkpoints key the optimizer apart
+        batch = ("batch_size", "grad_accum")  # compared as the global batch below
+        diff = [k for k in RESUME_KEYS if k not in batch
+                and norm.get(k, lambda v: v)(old.get(k)) != norm.get(k, lambda v: v)(new.get(k))]
+        # the data order is a function of (seed, step, global batch) only (`data.BatchPlan`): another number
+        # of processes is fine when batch_size x grad_accum x processes stays the same
+        old_g = old.get("batch_size", 0) * old.get("grad_accum", 0) * state.get("world_size", 1)
+        new_g = self.cfg.batch_size * self.cfg.grad_accum * self.info.world_size
+        if old_g != new_g:
+            diff.append(f"global batch (batch_size x grad_accum x processes: {old_g} -> {new_g})")
+        # gathered DDP and FSDP checkpoints key the optimizer apart; sharded ones are the same either way
+        if state.get("format") != "sharded" and bool(old.get("fsdp")) != bool(new.get("fsdp")):
             diff.append(f"fsdp ({old.get('fsdp')} -> {new.get('fsdp')})")
-        if state.get("world_size", 1) != self.info.world_size:
-            diff.append(f"world_size ({state.get('world_size')} -> {self.info.world_size})")
         if diff:
             raise UserError(f"{self.out}: cannot resume, the run was started with different {', '.join(diff)}; "
                             "use the same settings or another --out")
 
     def _restore(self, state: dict[str, Any]) -> None:
-        if self.cfg.fsdp:  # the weights came in with the sharding (`_setup`); the optimizer's state is keyed
+        if state["format"] == "sharded":  # every rank reads its own shards (resharded to this world size)
+            from domainfm.code.train.sharded import load_sharded
+
+            load_sharded(state["path"], self.raw, self.optimizer, self.info)
+        elif self.cfg.fsdp:  # the weights came in with the sharding (`_setup`); the optimizer's state is keyed
             # by parameter name in a gathered checkpoint: each rank keeps its shard of it
             from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
 
@@ -177,7 +191,8 @@ class Trainer:
         self.scheduler.load_state_dict(state["scheduler"])
         self.scaler.load_state_dict(state["scaler"])
         self.step = int(state["step"])
-        set_rng_state(state["rng"][self.info.rank])
+        rngs = state["rng"]  # more processes than saved: the new ranks start like rank 0 (as in a fresh run)
+        set_rng_state(rngs[self.info.rank] if self.info.rank < len(rngs) else rngs[0])
 
     # ---------------------------------------------------------------- one step
     def _labels(self, x: Any) -> Any:
@@ -250,7 +265,9 @@ class Trainer:
         if self.info.distributed:
             rngs = [None] * self.info.world_size
             dist.all_gather_object(rngs, rng_state())
-        if self.cfg.fsdp:
+        if self.sharded:  # weights and optimizer go into the DCP folder, each rank its shards (`save`)
+            model_sd = optim_sd = None
+        elif self.cfg.fsdp:
             from torch.distributed.checkpoint.state_dict import (
                 StateDictOptions,
                 get_model_state_dict,
@@ -264,16 +281,22 @@ class Trainer:
             model_sd, optim_sd = self.raw.state_dict(), self.optimizer.state_dict()
         if not self.info.is_main:
             return None
-        return {"model": model_sd, "optimizer": optim_sd, "scheduler": self.scheduler.state_dict(),
-                "scaler": self.scaler.state_dict(), "step": self.step, "rng": rngs,
-                "data_position": self.plan.position(self.step), "world_size": self.info.world_size,
-                "config": config_to_dict(self.cfg)}
+        state = {"model": model_sd, "optimizer": optim_sd, "scheduler": self.scheduler.state_dict(),
+                 "scaler": self.scaler.state_dict(), "step": self.step, "rng": rngs,
+                 "data_position": self.plan.position(self.step), "world_size": self.info.world_size,
+                 "config": config_to_dict(self.cfg)}
+        return {k: v for k, v in state.items() if v is not None}
 
     def save(self) -> None:
         if self.info.distributed and not self.cfg.fsdp and not replicas_in_sync(self.raw, self.info):
             raise RuntimeError(f"step {self.step}: DDP replicas diverged (parameters differ between processes)")
         state = self._gather_state()
-        if state is not None:
+        if self.sharded:
+            from domainfm.code.train.sharded import save_sharded
+
+            save_sharded(self.out, self.step, self.raw, self.optimizer, state, self.info,
+                         keep=self.cfg.keep_checkpoints, model_config=self.mcfg)
+        elif state is not None:
             save_checkpoint(self.out, self.step, state, keep=self.cfg.keep_checkpoints)
         if self.info.distributed:
             import torch.distributed as dist
@@ -342,7 +365,8 @@ class Trainer:
         from domainfm.code.train.metrics import read_metrics
 
         full_sd = None
-        if self.cfg.fsdp:  # collective: gather the sharded weights for save_pretrained on rank 0
+        streamed = self.cfg.fsdp and self.sharded  # final/ streamed from the last (sharded) checkpoint
+        if self.cfg.fsdp and not streamed:  # collective: gather the sharded weights for save_pretrained on rank 0
             from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 
             full_sd = get_model_state_dict(self.raw, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
@@ -364,7 +388,12 @@ class Trainer:
         # FSDP: export an ordinary (unsharded) model holding the gathered weights, so the folder is the same
         # as a single process's (class name, tied embedding stored once)
         model = unsharded_model(self.mcfg, full_sd) if full_sd is not None else self.raw
+        weights_from = None
+        if streamed:  # no gather: rank 0 converts the DCP folder tensor by tensor (`dcp_export`)
+            from domainfm.code.model.build import build_model
+
+            model, weights_from = build_model(self.mcfg, device="meta"), latest_checkpoint(self.out)
         final = export_final(model, self.out, packed_dir=self.packed, index=self.index,
-                             cfg=config_to_dict(self.cfg), summary=summary)
+                             cfg=config_to_dict(self.cfg), summary=summary, weights_from=weights_from)
         summary.update(final=str(final), loss_png=str(png))
         return summary
