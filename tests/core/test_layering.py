@@ -15,6 +15,7 @@ FORBIDDEN = {
     "code": ("domainfm.pathology",),
     "pathology": ("domainfm.code",),
     "report": ("domainfm.code", "domainfm.pathology"),  # it reads the domains' files, never their code
+    "scale": ("domainfm.code", "domainfm.pathology"),  # executors run any command's tasks, know none
 }
 
 
@@ -52,7 +53,7 @@ def test_checker_catches_a_violation(tmp_path: Path) -> None:
 def test_import_is_light() -> None:
     """`import domainfm` (and the CLI module) pulls in no heavy library."""
     code = ("import sys, domainfm, domainfm.cli, domainfm.core.steps, domainfm.core.executor;"
-            "heavy = [m for m in ('torch','transformers','pyarrow','h5py','openslide','sklearn','tokenizers')"
+            "heavy = [m for m in ('torch','transformers','pyarrow','h5py','openslide','sklearn','tokenizers','ray')"
             " if m in sys.modules]; print(','.join(heavy))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == ""

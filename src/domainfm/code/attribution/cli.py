@@ -23,11 +23,16 @@ def register(app: typer.Typer) -> None:
         stride: int = typer.Option(1, "--stride", help="n-gram stride over the corpus (1: no false negatives "
                                                        "for any span >= width)"),
         fpr: float = typer.Option(1e-3, "--fpr", help="target false-positive rate per n-gram lookup per shard"),
+        workers: int = typer.Option(1, "--workers", help="shards indexed in parallel (ray: CPUs of a local instance)"),
+        executor: str = typer.Option("local", "--executor", help="local | ray (see docs/scale.md)"),
+        ray_address: str = typer.Option("", "--ray-address", help="--executor ray: join this cluster (HOST:PORT)"),
     ) -> None:
         """Build the attribution index: a Bloom filter of n-grams + a BM25 full-text index per corpus shard."""
         from domainfm.code.attribution.index import IndexConfig, build_index
+        from domainfm.core.executor import pool_options
 
-        s = build_index(corpus, out, IndexConfig(width=width, stride=stride, fpr=fpr))
+        s = build_index(corpus, out, IndexConfig(width=width, stride=stride, fpr=fpr), executor=executor,
+                        workers=workers, pool_opts=pool_options(executor, ray_address))
         rate = f", {s['text_mb_per_s']} MB/s of text" if s["text_mb_per_s"] else ""
         typer.echo(f"index {out}: {s['n_shards']} shards ({len(s['shards_new'])} new, {len(s['shards_reused'])} "
                    f"already indexed), {s['n_docs']:,} files, {s['n_ngrams']:,} n-grams of {s['width']} bytes, "

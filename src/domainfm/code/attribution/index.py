@@ -147,8 +147,26 @@ def _build_shard(src: Path, dest: Path, sha: str, cfg: IndexConfig, rank: int) -
     return info
 
 
-def build_index(corpus: Path, out: Path, cfg: IndexConfig | None = None) -> dict[str, Any]:
-    """Index every shard of `corpus` not yet in `out`; returns a summary (shards new / reused, rates)."""
+def _index_shard(src: Path, root: Path, sha: str, cfg: IndexConfig, rank: int) -> dict[str, Any]:
+    """Build one index shard in ``root/.tmp-<name>`` and rename it into place (an executor call)."""
+    dest, tmp = root / src.stem, root / f".tmp-{src.stem}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    info = _build_shard(src, tmp, sha, cfg, rank)
+    kill_point(f"shard-{rank}-before-rename")
+    if dest.exists():  # the corpus shard changed: replace its index shard
+        log.info("corpus shard %s changed; rebuilding its index shard", src.name)
+        shutil.rmtree(dest)
+    os.replace(tmp, dest)
+    return info
+
+
+def build_index(corpus: Path, out: Path, cfg: IndexConfig | None = None, *, executor: str = "local",
+                workers: int = 1, pool_opts: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Index every shard of `corpus` not yet in `out`; returns a summary (shards new / reused, rates).
+    The missing shards run on `executor` (``local``: in this process, or `workers` processes; ``ray``)."""
+    from domainfm.core.executor import get_pool
+
     cfg = cfg or IndexConfig()
     cfg.validate()
     corpus, out = Path(corpus).absolute(), Path(out).absolute()
@@ -161,26 +179,24 @@ def build_index(corpus: Path, out: Path, cfg: IndexConfig | None = None) -> dict
     for tmp in root.glob(".tmp-*"):  # a build killed mid-shard: start that shard again
         shutil.rmtree(tmp, ignore_errors=True)
     t0 = time.perf_counter()
-    new, reused, bytes_indexed, text_bytes = [], [], 0, 0
+    reused, todo = [], []
     wanted = {p.stem for p in shards}
-    for rank, src in enumerate(progress(shards, desc="index shards", unit="shard")):
-        dest = root / src.stem
+    for rank, src in enumerate(shards):
         sha = sha256_file(src)
-        marker = dest / "shard.json"
+        marker = root / src.stem / "shard.json"
         if marker.exists() and json.loads(marker.read_text()).get("sha256") == sha:
             reused.append(src.stem)
-            continue
-        tmp = root / f".tmp-{src.stem}"
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir()
-        text_bytes += _build_shard(src, tmp, sha, cfg, rank)["content_bytes"]
-        kill_point(f"shard-{rank}-before-rename")
-        if dest.exists():  # the corpus shard changed: replace its index shard
-            log.info("corpus shard %s changed; rebuilding its index shard", src.name)
-            shutil.rmtree(dest)
-        os.replace(tmp, dest)
-        new.append(src.stem)
-        bytes_indexed += src.stat().st_size
+        else:
+            todo.append((src, root, sha, cfg, rank))
+    built: dict[int, dict[str, Any]] = {}
+    with get_pool(executor, workers, **(pool_opts or {})) as pool, \
+            progress(total=len(todo), desc="index shards", unit="shard") as bar:
+        for i, res in pool.map_unordered(_index_shard, todo):
+            built[i] = res.result()  # a failed shard stops the build; a rerun builds what is missing
+            bar.update(1)
+    new = [todo[i][0].stem for i in sorted(built)]
+    text_bytes = sum(b["content_bytes"] for b in built.values())
+    bytes_indexed = sum(todo[i][0].stat().st_size for i in built)
     for stale in sorted(p for p in root.iterdir() if not p.name.startswith(".") and p.name not in wanted):
         log.info("corpus shard %s is gone; removing its index shard", stale.name)
         shutil.rmtree(stale)

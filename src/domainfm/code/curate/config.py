@@ -9,7 +9,9 @@ from dataclasses import dataclass, field
 class CurateConfig:
     sources: list[str] = field(default_factory=list, metadata={"help": "directories of repos, repos, git repos, archives"})
     out: str = field(default="", metadata={"help": "output folder"})
-    workers: int = field(default=1, metadata={"help": "worker processes"})
+    workers: int = field(default=1, metadata={"help": "worker processes (ray: CPUs of the local instance)"})
+    executor: str = field(default="local", metadata={"help": "local | ray (see docs/scale.md)"})
+    ray_address: str = field(default="", metadata={"help": "--executor ray: join this cluster (HOST:PORT, auto)"})
     layout: str = field(default="auto", metadata={"help": "auto | repo (each SRC is one repo) | repos (SRC holds repos)"})
     max_file_size: int = field(default=1_000_000, metadata={"help": "drop files larger than this many bytes"})
     license_types: list[str] = field(default_factory=lambda: ["permissive", "no_license"],
@@ -50,6 +52,6 @@ class CurateConfig:
         from domainfm.core.config import config_to_dict
 
         d = config_to_dict(self)
-        for k in ("workers", "keep_work", "out"):
+        for k in ("workers", "executor", "ray_address", "keep_work", "out"):
             d.pop(k, None)
         return d

@@ -20,7 +20,7 @@ from domainfm.code.curate import readers, stages
 from domainfm.code.curate.config import CurateConfig
 from domainfm.code.curate.sources import derived_records
 from domainfm.core.errors import UserError
-from domainfm.core.executor import LocalExecutor
+from domainfm.core.executor import ShardedExecutor, WorkerPool, get_pool, pool_options
 from domainfm.core.io import atomic_write_json, write_parquet
 from domainfm.core.progress import get_logger
 from domainfm.core.steps import PipelineStats
@@ -148,8 +148,8 @@ def stage2(work: str, rank: int = 0, world_size: int = 1) -> dict[str, Any]:
     return {"files": int(len(swh)), "exact_clusters": n_exact, "near_clusters": n_near}
 
 
-def _run_stage(fn: Any, name: str, work: Path, n: int, workers: int) -> list[dict[str, Any]]:
-    return LocalExecutor(functools.partial(fn, str(work)), n, work / name, workers=workers, name=name).run()
+def _run_stage(fn: Any, name: str, work: Path, n: int, pool: WorkerPool) -> list[dict[str, Any]]:
+    return ShardedExecutor(functools.partial(fn, str(work)), n, work / name, name=name, executor=pool).run()
 
 
 def finalize(work: Path, plan: dict[str, Any], s1: list[dict], s2: dict, s3: list[dict]) -> dict[str, Any]:
@@ -218,12 +218,16 @@ def finalize(work: Path, plan: dict[str, Any], s1: list[dict], s2: dict, s3: lis
 
 def curate(cfg: CurateConfig, repos: list[readers.RepoSpec] | None = None) -> dict[str, Any]:
     """Run (or resume) a curation into `cfg.out`; returns the stats. `repos` overrides `cfg.sources`."""
+    pool = get_pool(cfg.executor, cfg.workers, **pool_options(cfg.executor, cfg.ray_address))  # checks the name
     work, plan = _prepare(cfg, repos)
     n = len(plan["shards"])
-    log.info("curating %d repositories in %d shards with %d workers", len(plan["repos"]), n, cfg.workers)
-    s1 = _run_stage(stages.stage1, "s1", work, n, cfg.workers)
-    s2 = _run_stage(stage2, "s2", work, 1, 1)[0]
-    s3 = _run_stage(stages.stage3, "s3", work, n, cfg.workers)
+    log.info("curating %d repositories in %d shards with %d %s workers", len(plan["repos"]), n, cfg.workers,
+             cfg.executor)
+    # one pool for the three stages (a Ray instance starts once); s2 is one task (in-process when local)
+    with pool:
+        s1 = _run_stage(stages.stage1, "s1", work, n, pool)
+        s2 = _run_stage(stage2, "s2", work, 1, pool)[0]
+        s3 = _run_stage(stages.stage3, "s3", work, n, pool)
     result = finalize(work, plan, s1, s2, s3)
     if not cfg.keep_work:
         for p in sorted((work / "s1").glob("*-*.parquet")) + sorted((work / "s1").glob("sig-*.npy")):

@@ -35,6 +35,9 @@ class ExtractConfig:
     qc_drop: bool = field(default=False, metadata={"help": "--tiles: leave QC failures out (listed in the file)"})
     stain_reference: str = field(default="", metadata={
         "help": "--tiles: an H&E tile image; Macenko-normalise every tile to it (torchstain)"})
+    executor: str = field(default="local", metadata={
+        "help": "--tiles: local (slides one after the other) or ray (one task per slide; see docs/scale.md)"})
+    ray_address: str = field(default="", metadata={"help": "--executor ray: join this cluster (HOST:PORT, auto)"})
 
 
 def run_extract(cfg: ExtractConfig) -> dict:
@@ -43,6 +46,7 @@ def run_extract(cfg: ExtractConfig) -> dict:
 
     import torch
 
+    from domainfm.core.executor import pool_options
     from domainfm.pathology.features.encoders import load_encoder
     from domainfm.pathology.features.extract import extract_image_folder, extract_tiles_dir
 
@@ -73,7 +77,8 @@ def run_extract(cfg: ExtractConfig) -> dict:
         status = extract_tiles_dir(enc, cfg.tiles, out, batch_size=cfg.batch_size, device=device,
                                    num_workers=cfg.workers, fp16=cfg.fp16, layout=cfg.layout,
                                    qc=QCConfig() if (cfg.qc or cfg.qc_drop) else None, qc_drop=cfg.qc_drop,
-                                   stain_normaliser=norm, slides=cfg.slides or None)
+                                   stain_normaliser=norm, slides=cfg.slides or None, executor=cfg.executor,
+                                   pool_opts=pool_options(cfg.executor, cfg.ray_address))
         result = {"slides": status, "encoder": enc.name}
         failed = [s for s, v in status.items() if str(v).startswith("failed")]
         if failed:

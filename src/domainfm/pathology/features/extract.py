@@ -315,15 +315,35 @@ def coords_files(tiles_out: str | Path) -> dict[str, Path]:
     return {(f.stem[: -len("_patches")] if f.stem.endswith("_patches") else f.stem): f for f in files}
 
 
+class _SlideJob:
+    """One slide's features (`extract_slide_features`) as an executor call: a status, never an exception.
+    Picklable, so that the ``ray`` executor ships it (encoder weights included) once to its workers."""
+
+    def __init__(self, encoder: Any, **settings: Any) -> None:
+        self.encoder, self.settings = encoder, settings
+
+    def __call__(self, sid: str, coords_h5: Path, target: Path, slide_path: Path | None) -> str:
+        try:
+            extract_slide_features(self.encoder, coords_h5, target, slide_path=slide_path, **self.settings)
+        except Exception as exc:  # noqa: BLE001 - one bad slide must not stop the batch
+            log.error("slide %s failed: %s", sid, exc)
+            return f"failed: {exc}"
+        return "ok"
+
+
 def extract_tiles_dir(encoder: Any, tiles_out: str | Path, out_dir: str | Path, *, batch_size: int = 64,
                       device: str = "cpu", num_workers: int = 0, fp16: bool = False,
                       layout: str = "domainfm", qc: Any = None, qc_drop: bool = False,
-                      stain_normaliser: Any = None, slides: str | Path | None = None) -> dict[str, Any]:
+                      stain_normaliser: Any = None, slides: str | Path | None = None,
+                      executor: str = "local", pool_opts: dict[str, Any] | None = None) -> dict[str, Any]:
     """Every coords file of `tiles_out` (ours, CLAM's or TRIDENT's, see `coords_files`) ->
     ``out_dir/<slide_id>.h5`` (``layout="clam"``: ``out_dir/h5_files`` + ``out_dir/pt_files``); finished
     slides are skipped, a slide that fails is logged with its reason and the others go on. `slides`: a
     folder of slide files, matched by slide id, for coords files that do not record their slide (CLAM's,
-    TRIDENT's). Returns {slide_id: status/reason}."""
+    TRIDENT's). `executor`: ``local`` (one slide after the other, in this process) or ``ray`` (one
+    task per slide; `pool_opts` go to `core.executor.get_pool`). Returns {slide_id: status/reason}."""
+    from domainfm.core.executor import get_pool
+
     files = coords_files(tiles_out)
     slide_paths: dict[str, Path] = {}
     if slides is not None:
@@ -333,22 +353,29 @@ def extract_tiles_dir(encoder: Any, tiles_out: str | Path, out_dir: str | Path, 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     status: dict[str, Any] = {}
-    for sid, f in progress(list(files.items()), desc="slides", unit="slide"):
+    todo: list[tuple[str, Path, Path, Path | None]] = []
+    for sid, f in files.items():
         target = out / f"{sid}.h5"
         done = target if layout == "domainfm" else out / "pt_files" / f"{sid}.pt"  # CLAM's .pt is written last
         if done.exists():
             status[sid] = "skipped (done)"
-            continue
-        if slides is not None and sid not in slide_paths:
+        elif slides is not None and sid not in slide_paths:
             status[sid] = f"failed: no slide named {sid} in {slides}"
             log.error("slide %s failed: not in %s", sid, slides)
-            continue
-        try:
-            extract_slide_features(encoder, f, target, batch_size=batch_size, device=device,
-                                   num_workers=num_workers, fp16=fp16, layout=layout, qc=qc, qc_drop=qc_drop,
-                                   stain_normaliser=stain_normaliser, slide_path=slide_paths.get(sid))
-            status[sid] = "ok"
-        except Exception as exc:  # noqa: BLE001 - one bad slide must not stop the batch
-            log.error("slide %s failed: %s", sid, exc)
-            status[sid] = f"failed: {exc}"
-    return status
+        else:
+            todo.append((sid, f, target, slide_paths.get(sid)))
+    job = _SlideJob(encoder, batch_size=batch_size, device=device, num_workers=num_workers, fp16=fp16,
+                    layout=layout, qc=qc, qc_drop=qc_drop, stain_normaliser=stain_normaliser)
+    opts = dict(pool_opts or {})
+    if executor != "local" and str(device).startswith("cuda"):
+        opts.setdefault("num_gpus_per_task", 1)
+    # local: one worker = this process and the encoder already loaded (as before executors existed)
+    with get_pool(executor, 1 if executor == "local" else max(1, num_workers), **opts) as pool, \
+            progress(total=len(todo), desc="slides", unit="slide") as bar:
+        for i, res in pool.map_unordered(job, todo):
+            sid = todo[i][0]
+            status[sid] = res.value if res.ok else f"failed: {res.error}"
+            if not res.ok:
+                log.error("slide %s failed: %s", sid, res.error)
+            bar.update(1)
+    return {sid: status[sid] for sid in files if sid in status}

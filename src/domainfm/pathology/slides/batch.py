@@ -4,24 +4,28 @@ Each slide is independent. A finished slide leaves `OUT/status/<slide_id>.json` 
 after every other output) holding its summary row and the geometry settings; a rerun with the same
 settings skips it, a rerun with other settings redoes it. A slide that fails (unreadable, corrupt, no
 resolution, crash of its worker) gets a `failed` row with a one-line reason and no marker, so the
-next run retries it; the batch always goes on. `OUT/summary.csv` lists every input of the run.
+next run retries it; the batch goes on. A write under OUT that fails for the disk's sake (no space,
+quota, file-size limit, read-only mount) stops the batch instead: the OSError reaches the command, which
+prints one line (`core.locks.writes_output`); finished slides keep their markers and the slide being
+written has none, so a rerun with space resumes. `OUT/summary.csv` lists every input of the run.
 """
 
 from __future__ import annotations
 
 import csv
 import dataclasses
+import errno
 import io
 import json
 import os
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor, as_completed
-from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 from typing import Any
 
 from domainfm.core.errors import UserError
+from domainfm.core.executor import get_pool
 from domainfm.core.io import atomic_write_json, atomic_write_text
+from domainfm.core.locks import STORAGE_ERRNOS, storage_error
 from domainfm.core.progress import get_logger, progress
 from domainfm.pathology.slides.readers import find_slides, slide_id_of
 from domainfm.pathology.slides.tiling import TileConfig, tile_slide
@@ -88,14 +92,27 @@ def is_done(out: Path, sid: str, cfg: TileConfig, mpp: float | None) -> dict[str
     return rec.get("row")
 
 
+def stops_batch(exc: BaseException, out: str | os.PathLike[str]) -> bool:
+    """A failed write that no other slide could avoid (full disk, quota, EFBIG, read-only mount; permission
+    denied on a path under OUT), as opposed to a bad slide: the batch stops with one line."""
+    if not isinstance(exc, OSError) or (desc := storage_error(exc)) is None:
+        return False
+    if desc == STORAGE_ERRNOS[errno.EACCES]:  # permission denied on a slide is that slide's failure
+        return exc.filename is not None and Path(str(exc.filename)).resolve().is_relative_to(Path(out).resolve())
+    return True
+
+
 def _work(path: str, out: str, cfg: TileConfig, mpp: float | None) -> dict[str, Any]:
-    """One slide in a worker: a summary row, never an exception (the reason is one line)."""
+    """One slide in a worker: a summary row (the reason is one line); raises only the OSError of a write
+    that fails for the disk's sake (`stops_batch`), leaving this slide without its marker."""
     sid = slide_id_of(path)
     try:
         row = tile_slide(path, out, cfg, mpp=mpp)
     except UserError as exc:
         row = {"slide_id": sid, "status": "failed", "n_tiles": 0, "reason": str(exc)}
     except Exception as exc:  # noqa: BLE001 - a bad slide must not stop the batch; report it
+        if stops_batch(exc, out):
+            raise
         msg = " ".join(str(exc).split())[:200]
         row = {"slide_id": sid, "status": "failed", "n_tiles": 0, "reason": f"{type(exc).__name__}: {msg}"}
     else:
@@ -106,9 +123,11 @@ def _work(path: str, out: str, cfg: TileConfig, mpp: float | None) -> dict[str, 
 
 def tile_slides(inputs: list[str | os.PathLike[str]], out_dir: str | os.PathLike[str], cfg: TileConfig,
                 slide_mpp: str | None = None, workers: int = 1, force: bool = False,
-                on_row: Callable[[dict[str, Any]], None] | None = None) -> list[dict[str, Any]]:
+                on_row: Callable[[dict[str, Any]], None] | None = None, executor: str = "local",
+                pool_opts: dict[str, Any] | None = None) -> list[dict[str, Any]]:
     """Tile every slide found in `inputs`; returns one summary row per slide (input order) and writes
-    `OUT/summary.csv`. Never raises for a bad slide: look for rows with status `failed`."""
+    `OUT/summary.csv`. Never raises for a bad slide: look for rows with status `failed`. `executor`:
+    ``local`` or ``ray`` (one task per slide; `pool_opts` go to `core.executor.get_pool`)."""
     cfg.validate()
     fallback, table = parse_slide_mpp(slide_mpp)
     if fallback is not None:
@@ -147,21 +166,15 @@ def tile_slides(inputs: list[str | os.PathLike[str]], out_dir: str | os.PathLike
             on_row(row)
         bar.update(1)
 
-    if workers <= 1 or len(todo) <= 1:
-        for p, sid in todo:
-            done(_work(p, str(out), cfg, table.get(sid)))
-    else:
-        import multiprocessing as mp
-
-        with ProcessPoolExecutor(max_workers=min(workers, len(todo)), mp_context=mp.get_context("spawn")) as pool:
-            futs = {pool.submit(_work, p, str(out), cfg, table.get(sid)): (p, sid) for p, sid in todo}
-            for fut in as_completed(futs):
-                p, sid = futs[fut]
-                try:
-                    done(fut.result())
-                except BrokenProcessPool:
-                    done({"slide_id": sid, "status": "failed", "n_tiles": 0, "slide_path": p,
-                          "reason": "the worker process crashed (likely a corrupt slide in this batch)"})
+    # the executor contract (core.executor): local = this process (1 worker) or spawned processes
+    with get_pool(executor, workers, **(pool_opts or {})) as pool:
+        for i, res in pool.map_unordered(_work, [(p, str(out), cfg, table.get(sid)) for p, sid in todo]):
+            p, sid = todo[i]
+            if res.crashed:  # its worker died (local: the pool breaks; ray: after the task's retries)
+                done({"slide_id": sid, "status": "failed", "n_tiles": 0, "slide_path": p,
+                      "reason": "the worker process crashed (likely a corrupt slide in this batch)"})
+            else:  # `_work` raises only the OSError of a full disk: the queued slides would fail alike
+                done(res.result())
     bar.close()
     ordered = [rows[sid] for sid in ids]
     write_summary(out / "summary.csv", ordered)

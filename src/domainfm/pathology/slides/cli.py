@@ -124,6 +124,8 @@ def tile(
     backend: str = typer.Option("auto", "--backend", help="auto, openslide, tiffslide or pillow"),
     workers: int = typer.Option(1, "--workers", help="slides tiled in parallel (processes)"),
     force: bool = typer.Option(False, "--force", help="redo slides already tiled"),
+    executor: str = typer.Option("local", "--executor", help="local | ray: one task per slide (docs/scale.md)"),
+    ray_address: str = typer.Option("", "--ray-address", help="--executor ray: join this cluster (HOST:PORT)"),
 ) -> None:
     """Find tissue, tile it at --target-mpp, write OUT/coords/<slide_id>.h5 (+ thumbnails, masks,
     GeoJSON, tile grid, optional tile images) and OUT/summary.csv. Exit status 1 if any slide failed."""
@@ -134,7 +136,10 @@ def tile(
                      tissue_threshold=tissue_threshold, mask_mpp=mask_mpp, thumb_mpp=thumb_mpp, min_area_um2=min_area,
                      max_hole_area_um2=max_hole, save_tiles=save_tiles, tile_format=tile_format,
                      jpeg_quality=jpeg_quality, allow_upsample=allow_upsample, backend=backend)
-    rows = tile_slides([str(s) for s in slides], out, cfg, slide_mpp=slide_mpp, workers=workers, force=force)
+    from domainfm.core.executor import pool_options
+
+    rows = tile_slides([str(s) for s in slides], out, cfg, slide_mpp=slide_mpp, workers=workers, force=force,
+                       executor=executor, pool_opts=pool_options(executor, ray_address))
     typer.echo(format_table(rows))
     typer.echo(f"summary: {out / 'summary.csv'}")
     if any(r["status"] != "ok" for r in rows):
