@@ -56,10 +56,16 @@ def saturation_u8(rgb: np.ndarray) -> np.ndarray:
 
 def otsu_u8(values: np.ndarray) -> float:
     """Otsu's threshold (in [0, 1]) of uint8 values/255: scikit-image's `threshold_otsu` on their exact
-    256-level histogram (`np.bincount`, no float binning)."""
+    256-level histogram (OpenCV's `calcHist`, exact below 2**24 values per level; `np.bincount`, which first
+    widens every value to int64 and took 10% of a WSI-sized plan, above)."""
+    import cv2
     from skimage.filters import threshold_otsu
 
-    counts = np.bincount(np.asarray(values, dtype=np.uint8).ravel(), minlength=256)
+    v = np.ascontiguousarray(values, dtype=np.uint8)
+    if v.size < 2**24 and v.ndim == 2 and v.size:  # float32 counts are exact integers below 2**24
+        counts = cv2.calcHist([v], [0], None, [256], [0, 256]).ravel().astype(np.int64)
+    else:
+        counts = np.bincount(v.ravel(), minlength=256)
     levels = np.flatnonzero(counts)
     if len(levels) <= 1:
         return float(levels[0]) / 255.0 if len(levels) else 1.0  # one level: nothing above it
@@ -115,11 +121,33 @@ def _erode(mask: np.ndarray, r: int) -> np.ndarray:
     return cv2.erode(np.ascontiguousarray(mask, dtype=np.uint8), k, borderType=cv2.BORDER_REPLICATE) > 0
 
 
-def remove_small_objects(mask: np.ndarray, max_size: int) -> np.ndarray:
-    """Drop 4-connected objects of at most `max_size` pixels (`skimage.morphology.remove_small_objects`)."""
+def _label4(mask: np.ndarray) -> np.ndarray:
+    """(H, W) bool -> (H, W) int32 labels of the 4-connected objects (0 = background): OpenCV's
+    `connectedComponents`, the same objects as the `ndimage.label` scikit-image runs for connectivity 1,
+    about 4x faster (it was 40% of `remove_small_objects` on a WSI-sized mask)."""
+    import cv2
+
+    m = np.ascontiguousarray(mask, dtype=bool).view(np.uint8)
+    return cv2.connectedComponents(m, connectivity=4, ltype=cv2.CV_32S)[1]
+
+
+def _rso_labels(mask: np.ndarray, max_size: int) -> np.ndarray:
+    """`skimage.morphology.remove_small_objects` on the objects of `mask`, handed over as labels (its
+    integer input: it removes the labels of <= max_size px); returns a bool mask."""
+    import warnings
+
     from skimage.morphology import remove_small_objects as rso
 
-    return rso(np.asarray(mask, bool), connectivity=1, **_size_kw(max_size))
+    labels = _label4(mask)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # "Only one label was provided": one object is fine
+        return rso(labels, **_size_kw(max_size), out=labels) > 0
+
+
+def remove_small_objects(mask: np.ndarray, max_size: int) -> np.ndarray:
+    """Drop 4-connected objects of at most `max_size` pixels (`skimage.morphology.remove_small_objects`
+    with connectivity 1; the objects labelled by OpenCV, see `_label4`)."""
+    return _rso_labels(np.asarray(mask, bool), max_size)
 
 
 def fill_small_holes(mask: np.ndarray, max_size: int) -> np.ndarray:
@@ -127,14 +155,12 @@ def fill_small_holes(mask: np.ndarray, max_size: int) -> np.ndarray:
 
     Background touching the image border is not a hole (glass beside tissue cut by the field of view):
     a background frame wider than `max_size` joins all of it into one component that is never filled."""
-    from skimage.morphology import remove_small_objects as rso
-
     m = np.asarray(mask, bool)
     h, w = m.shape
     pad = int(np.ceil((max_size + 1) / (2 * (h + w)))) + 1
     framed = np.pad(~m, pad, mode="constant", constant_values=True)
     # remove_small_holes(m) == ~remove_small_objects(~m); done on the framed background directly
-    background = rso(framed, connectivity=1, **_size_kw(max_size))[pad:-pad, pad:-pad]
+    background = _rso_labels(framed, max_size)[pad:-pad, pad:-pad]
     return ~background
 
 
