@@ -52,3 +52,26 @@ def test_self_crossing_rings_become_valid_polygons() -> None:
     assert all(Polygon(p[0], p[1:]).is_valid for p in polys)
     assert sum(Polygon(p[0]).area for p in polys) == pytest.approx(50.0)
     assert all(shapely.LinearRing(p[0]).is_ccw for p in polys)  # GeoJSON exteriors counter-clockwise
+
+
+def test_small_objects_and_holes_equal_scikit_image_on_random_masks() -> None:
+    """OpenCV labels the objects that scikit-image removes (`tissue._label4`): the result is still exactly
+    skimage's, for any density, size limit and shape (one object only included: skimage warns there)."""
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        h, w = rng.integers(1, 60, 2)
+        m = rng.random((h, w)) < rng.random()
+        k = int(rng.integers(0, 30))
+        assert np.array_equal(tissue.remove_small_objects(m, k), remove_small_objects(m, max_size=k))
+        framed = np.pad(m, 1, constant_values=True)  # no background touches the border: plain hole filling
+        assert np.array_equal(tissue.fill_small_holes(framed, k), remove_small_holes(framed, max_size=k))
+    one = np.zeros((9, 9), bool)
+    one[2:4, 2:4] = True
+    assert not tissue.remove_small_objects(one, 4).any() and tissue.remove_small_objects(one, 3).sum() == 4
+
+
+def test_otsu_u8_equals_scikit_image_on_random_values() -> None:
+    rng = np.random.default_rng(1)
+    for _ in range(100):
+        v = rng.integers(0, int(rng.integers(2, 257)), tuple(rng.integers(2, 200, 2))).astype(np.uint8)
+        assert tissue.otsu_u8(v) * 255 == pytest.approx(threshold_otsu(v), abs=1e-9)
