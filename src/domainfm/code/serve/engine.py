@@ -37,6 +37,8 @@ from domainfm.core.progress import get_logger
 
 log = get_logger("serve")
 
+PAD_WASTE = 1.25  # a prefill group's padded tokens may exceed its real tokens by 25% at most
+
 
 @dataclass
 class SamplingParams:
@@ -80,13 +82,14 @@ class Engine:
     """`submit(seqs)` from any thread; a daemon thread runs prefill + batched decode steps until `stop()`."""
 
     def __init__(self, model: Any, tokenizer: Any, device: str, max_batch: int = 32,
-                 prefill_token_budget: int = 4096, metrics: Any = None) -> None:
+                 prefill_token_budget: int = 4096, prefill_group_tokens: int = 2048, metrics: Any = None) -> None:
         import torch
 
         self.torch = torch
         self.model, self.tok, self.device = model, tokenizer, device
         self.max_batch = max_batch
         self.prefill_token_budget = prefill_token_budget
+        self.prefill_group_tokens = prefill_group_tokens  # padded tokens in one prefill forward at most
         self.metrics = metrics
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
         # as `generate` decides: the LM head on the last prompt position only, when the model can
@@ -96,6 +99,7 @@ class Engine:
         self.cache_arg = "cache" if "cache" in params else "past_key_values"
         self._waiting: collections.deque[Sequence] = collections.deque()
         self._running: list[Sequence] = []
+        self._admitting: list[Sequence] = []  # taken from the queue, not yet in the batch
         self._cond = threading.Condition()
         self._stop = False
         self._thread: threading.Thread | None = None
@@ -165,8 +169,10 @@ class Engine:
                     self._drop_done()
                 except Exception as exc:  # a bug must not hang clients: fail the running sequences
                     log.exception("engine step failed")
-                    for s in [*self._running]:
-                        self._finish(s, "error", str(exc))
+                    for s in [*self._running, *self._admitting]:
+                        if not s.finished:
+                            self._finish(s, "error", str(exc))
+                    self._admitting = []
                     self._running, self._cache, self._mask, self._lens, self._next = [], None, None, None, None
                 self._gauges()
 
@@ -176,10 +182,11 @@ class Engine:
             self.metrics.running.set(len(self._running))
 
     def _admit(self) -> None:
-        """Prefill waiting sequences (each alone, exactly as `generate` does) and add them to the batch."""
+        """Take waiting sequences (within the step's prefill token budget), prefill them in length groups
+        (one forward per group) and add them to the batch."""
         budget = self.prefill_token_budget
-        shared: dict[tuple[int, ...], tuple[Any, Any]] = {}  # n > 1: one prefill per distinct prompt
-        while len(self._running) < self.max_batch:
+        admitted: list[Sequence] = []
+        while len(self._running) + len(admitted) < self.max_batch:
             with self._cond:
                 if not self._waiting:
                     break
@@ -191,33 +198,85 @@ class Engine:
                 self._finish(seq, "cancelled")
                 continue
             budget -= len(seq.prompt_ids)
-            key = tuple(seq.prompt_ids)
-            if key not in shared or seq.prompt_logprobs:
-                shared[key] = self._prefill(seq)
-            cache, logits = shared[key]
-            self._join(seq, cache)
-            self._take(seq, logits[0])
+            admitted.append(seq)
+        if not admitted:
+            return
+        self._admitting = admitted  # failed on the loop's error path if a prefill raises
+        # n > 1: one prefill per distinct prompt (rows are copied out of it); prompt logprobs need every
+        # position's logits, so such a sequence is prefilled on its own
+        users: dict[Any, list[Sequence]] = {}
+        for seq in admitted:
+            key: Any = id(seq) if seq.prompt_logprobs else tuple(seq.prompt_ids)
+            users.setdefault(key, []).append(seq)
+        for group in self._groups(list(users.values())):
+            cache, mask, logits = self._prefill([u[0] for u in group])
+            rows = [i for i, u in enumerate(group) for _ in u]  # group row of every admitted sequence
+            seqs = [s for u in group for s in u]
+            base = len(self._running)
+            self._join(seqs, cache, mask, rows)
+            for j, (seq, r) in enumerate(zip(seqs, rows, strict=True)):
+                self._take(seq, logits[r], row=base + j)
+        self._admitting = []
 
-    def _prefill(self, seq: Sequence) -> tuple[Any, Any]:
-        """(DynamicCache of the prompt, (1, V) fp32 logits of its last position)."""
+    def _groups(self, users: list[list[Sequence]]) -> list[list[list[Sequence]]]:
+        """Distinct prompts in prefill groups: similar lengths together (sorted), a group closed when left
+        padding would exceed `PAD_WASTE` of its real tokens or it would hold more than `prefill_group_tokens`
+        padded tokens. A prompt with `prompt_logprobs` is a group of its own."""
+        alone = [[u] for u in users if u[0].prompt_logprobs]
+        rest = sorted((u for u in users if not u[0].prompt_logprobs), key=lambda u: len(u[0].prompt_ids))
+        groups: list[list[list[Sequence]]] = []
+        cur: list[list[Sequence]] = []
+        real = 0
+        for u in rest:
+            n = len(u[0].prompt_ids)  # the longest so far (sorted)
+            padded = n * (len(cur) + 1)
+            if cur and (padded > PAD_WASTE * (real + n) or padded > self.prefill_group_tokens):
+                groups.append(cur)
+                cur, real = [], 0
+            cur.append(u)
+            real += n
+        if cur:
+            groups.append(cur)
+        return alone + groups
+
+    def _prefill(self, seqs: list[Sequence]) -> tuple[Any, Any, Any]:
+        """Prefill G prompts in one forward, left-padded to the longest: (DynamicCache with (G, H, L, D) rows,
+        (G, L) mask, (G, V) fp32 logits of each prompt's last token).
+
+        Each row gets position ids 0..n-1 over its real tokens and a 2-D mask hiding its padding, so a row sees
+        exactly what it would see alone; a group of one is `generate`'s own prefill (batch 1, no padding)."""
         torch = self.torch
         from transformers import DynamicCache
 
-        ids = torch.tensor([seq.prompt_ids], device=self.device)  # (1, L)
+        width = max(len(s.prompt_ids) for s in seqs)
+        ids = torch.full((len(seqs), width), self.pad_id, dtype=torch.long, device=self.device)  # (G, L)
+        mask = torch.zeros(len(seqs), width, dtype=torch.long, device=self.device)  # (G, L) 1 = real
+        for i, s in enumerate(seqs):
+            n = len(s.prompt_ids)
+            ids[i, width - n:] = torch.tensor(s.prompt_ids, device=self.device)
+            mask[i, width - n:] = 1
+        pos = (mask.cumsum(-1) - 1).clamp(min=0)  # (G, L): 0..n-1 on the real tokens
+        logprobs = seqs[0].prompt_logprobs  # only ever in a group of one (see `_groups`)
         kwargs: dict[str, Any] = {}
-        if self.keep_logits and not seq.prompt_logprobs:
+        if self.keep_logits and not logprobs:
             kwargs["logits_to_keep"] = 1  # what `generate` passes: the LM head on the last position only
-        out = self.model(input_ids=ids, attention_mask=torch.ones_like(ids),
-                         position_ids=torch.arange(ids.shape[1], device=self.device)[None],
-                         use_cache=True, **{self.cache_arg: DynamicCache()}, **kwargs)
-        logits = out.logits[:, -1, :].float()  # (1, V)
-        if seq.prompt_logprobs:
+        out = self.model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True,
+                         **{self.cache_arg: DynamicCache()}, **kwargs)
+        logits = out.logits[:, -1, :].float()  # (G, V): the last position is real in every row
+        cache = self._out_cache(out)
+        if len(seqs) > 1:
+            keep = mask.bool()[:, None, :, None]  # (G, 1, L, 1)
+            for layer in self._layers(cache):  # padding columns: zeros (never attended; no stray NaN)
+                layer.keys = torch.where(keep, layer.keys, 0)
+                layer.values = torch.where(keep, layer.values, 0)
+        if logprobs:
+            seq = seqs[0]
             lp = torch.log_softmax(out.logits[0, :-1].float(), -1)  # (L-1, V): scores of tokens 1..L-1
             first = {"id": seq.prompt_ids[0], "text": self.tok.decode(seq.prompt_ids[:1]), "logprob": None,
                      "top": None}
             seq.prompt_scores = [first] + [self._token_info(seq.prompt_ids[i + 1], lp[i], seq.params.logprobs or 0)
                                            for i in range(lp.shape[0])]
-        return self._out_cache(out), logits
+        return cache, mask, logits
 
     @staticmethod
     def _out_cache(out: Any) -> Any:
@@ -228,38 +287,42 @@ class Engine:
     def _layers(self, cache: Any) -> list[Any]:
         return list(cache.layers)
 
-    def _join(self, seq: Sequence, cache: Any) -> None:
-        """Left-pad the new row (or the batch) to a common width W and append it to the batch."""
+    def _join(self, seqs: list[Sequence], cache: Any, mask: Any, rows: list[int]) -> None:
+        """Append `seqs` to the batch: row `rows[j]` of a prefilled group (cache (G, H, L, D), mask (G, L)),
+        the group and the batch left-padded to a common width W (a row can be taken twice: n > 1)."""
         torch = self.torch
-        n = len(seq.prompt_ids)
-        row_mask = torch.ones(1, n, dtype=torch.long, device=self.device)
+        idx = torch.tensor(rows, device=self.device)
+        mask = mask.index_select(0, idx)  # (k, L)
+        lens = mask.sum(-1)  # (k,) real lengths
+        new_layers = [(layer.keys.index_select(0, idx), layer.values.index_select(0, idx))
+                      for layer in self._layers(cache)]  # copies: a shared prefill is never appended to twice
+        nxt = torch.full((len(seqs),), self.pad_id, dtype=torch.long, device=self.device)
         if self._cache is None:
             from transformers import DynamicCache
 
             self._cache = DynamicCache()
-            for layer in self._layers(cache):  # copy: a shared prefill (n > 1) must not be appended to twice
-                self._cache.update(layer.keys.clone(), layer.values.clone(), len(self._cache.layers))
-            self._mask, self._lens = row_mask, torch.tensor([n], device=self.device)
-            self._next = torch.full((1,), self.pad_id, dtype=torch.long, device=self.device)
-            self._running.append(seq)
+            for k, v in new_layers:
+                self._cache.update(k, v, len(self._cache.layers))
+            self._mask, self._lens, self._next = mask, lens, nxt
+            self._running.extend(seqs)
             return
-        w = self._mask.shape[1]
-        grow = max(0, n - w)  # pad the whole batch on the left when the newcomer is longer
+        w, n = self._mask.shape[1], mask.shape[1]
+        grow = max(0, n - w)  # pad the whole batch on the left when the newcomers are longer
         pad_new = max(0, w - n)
-        for big, new in zip(self._layers(self._cache), self._layers(cache), strict=True):
-            for name in ("keys", "values"):
-                b, t = getattr(big, name), getattr(new, name)  # (B, H, W, D), (1, H, n, D)
+        for big, (k, v) in zip(self._layers(self._cache), new_layers, strict=True):
+            for name, t in (("keys", k), ("values", v)):
+                b = getattr(big, name)  # (B, H, W, D), t: (k, H, n, D)
                 if grow:
                     b = torch.nn.functional.pad(b, (0, 0, grow, 0))
                 if pad_new:
                     t = torch.nn.functional.pad(t, (0, 0, pad_new, 0))
                 setattr(big, name, torch.cat([b, t], 0))
-        mask = torch.nn.functional.pad(self._mask, (grow, 0)) if grow else self._mask
-        row_mask = torch.nn.functional.pad(row_mask, (pad_new, 0)) if pad_new else row_mask
-        self._mask = torch.cat([mask, row_mask], 0)
-        self._lens = torch.cat([self._lens, torch.tensor([n], device=self.device)])
-        self._next = torch.cat([self._next, torch.full((1,), self.pad_id, dtype=torch.long, device=self.device)])
-        self._running.append(seq)
+        old = torch.nn.functional.pad(self._mask, (grow, 0)) if grow else self._mask
+        mask = torch.nn.functional.pad(mask, (pad_new, 0)) if pad_new else mask
+        self._mask = torch.cat([old, mask], 0)
+        self._lens = torch.cat([self._lens, lens])
+        self._next = torch.cat([self._next, nxt])
+        self._running.extend(seqs)
 
     def _drop_done(self) -> None:
         """Remove finished / cancelled rows and trim columns that are padding in every remaining row."""
@@ -323,7 +386,7 @@ class Engine:
             info["top"] = {self.tok.decode([int(j)]): float(v) for v, j in zip(top.values, top.indices, strict=True)}
         return info
 
-    def _take(self, seq: Sequence, logits: Any, row: int | None = None) -> None:
+    def _take(self, seq: Sequence, logits: Any, row: int) -> None:
         """Append the next token of `seq` (logits: (V,) fp32), emit new text, finish on end/stop/length."""
         p = seq.params
         tid = self._pick(seq, logits)
@@ -336,8 +399,7 @@ class Engine:
         if tid in p.end_ids:  # the end token ends the text and is not part of it (as `generate` cuts it)
             self._finish(seq, "stop", tokens=[])
             return
-        row_i = len(self._running) - 1 if row is None else row
-        self._next[row_i] = tid
+        self._next[row] = tid
         text = self.tok.decode(seq.out_ids, skip_special_tokens=False)
         if p.stop and any(s and s in text for s in p.stop):
             self._finish(seq, "stop", tokens=[info] if info else [])
