@@ -234,6 +234,38 @@ def _best_ms(fn: Callable[[], object], n: int) -> float:
     return best * 1000
 
 
+def thumbnail_strips_decoder(path: Path) -> Callable[[int], np.ndarray] | None:
+    """Decode the SVS scanner thumbnail ourselves: each JPEG strip (tables merged in, an Adobe marker saying
+    RGB, as its TIFF photometric does) with Pillow, at full size (scale 1) or DCT-scaled (`draft`, scale 2:
+    half size, fewer pixels through the IDCT). The alternative to OpenSlide's full-size decode that
+    `--breakdown` times; None when the thumbnail is not stripped JPEG."""
+    import io
+
+    import tifffile
+
+    with tifffile.TiffFile(str(path)) as tf:
+        page = next((pg for pg in tf.pages[1:] if "->" in (pg.description or "")), None)  # Aperio thumbnail
+        if page is None or page.compression != 7 or page.is_tiled or page.jpegtables is None:
+            return None
+        strips = []
+        for off, nb in zip(page.dataoffsets, page.databytecounts, strict=True):
+            tf.filehandle.seek(off)
+            strips.append(tf.filehandle.read(nb))
+        tables = page.jpegtables
+    adobe_rgb = b"\xff\xee\x00\x0eAdobe\x00\x64\x00\x00\x00\x00\x00"
+    streams = [b"\xff\xd8" + adobe_rgb + tables[2:-2] + st[2:] for st in strips]
+
+    def decode(scale: int) -> np.ndarray:
+        rows = []
+        for st in streams:
+            im = Image.open(io.BytesIO(st))
+            if scale > 1:
+                im.draft("RGB", (im.width // scale, im.height // scale))
+            rows.append(np.asarray(im.convert("RGB")))
+        return np.concatenate(rows)
+    return decode
+
+
 def breakdown(path: Path, mpp: float | None, cfg: TileConfig, n: int = 50) -> dict[str, float]:
     """Where a planner's time goes on one slide: fastest of `n` calls (ms) of each part. The parts both
     planners share (open, scanner-thumbnail decode, resize to the mask resolution) and each planner's own
@@ -245,6 +277,11 @@ def breakdown(path: Path, mpp: float | None, cfg: TileConfig, n: int = 50) -> di
         r = {"open (OpenSlide)": _best_ms(lambda: open_slide(path).close(), n),
              "thumbnail decode (OpenSlide) + RGBA->RGB": _best_ms(s.associated_thumbnail, n)}
         thumb = s.associated_thumbnail()
+        dec = thumbnail_strips_decoder(path)
+        if dec is not None:  # not used by either planner: what decoding the thumbnail ourselves would cost
+            assert np.array_equal(dec(1), np.asarray(thumb)), "strip decode differs from OpenSlide's"
+            r["(alt.) thumbnail decode, Pillow per strip, full size"] = _best_ms(lambda: dec(1), n)
+            r["(alt.) thumbnail decode, Pillow per strip, DCT 1/2"] = _best_ms(lambda: dec(2), n)
         tw, th = max(1, round(W / ds)), max(1, round(H / ds))
         r["resize to the mask resolution (Pillow BOX)"] = _best_ms(
             lambda: thumb.resize((tw, th), Image.Resampling.BOX, reducing_gap=3.0), n)
@@ -325,7 +362,7 @@ def main() -> None:
     if args.breakdown:
         for path, assumed in slides:
             parts = breakdown(path, assumed, cfg)
-            shared = sum(v for k, v in parts.items() if " own" not in k)
+            shared = sum(v for k, v in parts.items() if " own" not in k and not k.startswith("(alt.)"))
             own_o, own_c = parts["ours own: mask + grid (plan_tiles)"], parts["CLAM own: segmentTissue + process_contours"]
             print(f"\n{path.name}: parts, fastest of 50 calls (ms)")
             for k, v in parts.items():
