@@ -95,10 +95,25 @@ def make_sequences(prep: Prepared, loop: asyncio.AbstractEventLoop, queue: async
             def emit(ev: Event, idx: int = idx) -> None:
                 loop.call_soon_threadsafe(queue.put_nowait, (idx, ev))
 
-            seqs.append(Sequence(ids, params, emit,
-                                 prompt_logprobs=bool(prep.req.echo and prep.req.logprobs is not None)))
+            seqs.append(Sequence(ids, params, emit if prep.req.stream else _at_end(emit),
+                                 prompt_logprobs=bool(prep.req.echo and prep.req.logprobs is not None),
+                                 stream=bool(prep.req.stream)))
     prep.seqs = seqs
     return seqs
+
+
+def _at_end(emit: Any) -> Any:
+    """A non-streamed answer is built only once its choice ends: merge the engine's events into one, so the
+    event loop wakes once per choice instead of once per generated token."""
+    parts: list[Event] = []
+
+    def buffered(ev: Event) -> None:
+        parts.append(ev)
+        if ev.finish_reason is not None:
+            emit(Event(delta="".join(p.delta for p in parts), tokens=[t for p in parts for t in p.tokens],
+                       finish_reason=ev.finish_reason, n_generated=ev.n_generated))
+
+    return buffered
 
 
 class ChoiceState:

@@ -65,11 +65,12 @@ class Sequence:
     """One choice of one prompt: prompt ids in, tokens out; `emit(Event)` is called from the engine thread."""
 
     def __init__(self, prompt_ids: list[int], params: SamplingParams, emit: Callable[[Event], None],
-                 prompt_logprobs: bool = False) -> None:
+                 prompt_logprobs: bool = False, stream: bool = True) -> None:
         self.prompt_ids = prompt_ids
         self.params = params
         self.emit = emit
         self.prompt_logprobs = prompt_logprobs
+        self.stream = stream  # False: text only at the end (no per-token decode unless a stop string needs it)
         self.prompt_scores: list[dict[str, Any]] = []  # filled at prefill when prompt_logprobs
         self.out_ids: list[int] = []
         self.sent = ""  # text already emitted
@@ -104,6 +105,8 @@ class Engine:
         self._stop = False
         self._thread: threading.Thread | None = None
         self.peak_running = 0  # the largest batch decoded so far (tests check that requests were batched)
+        self.prefill_forwards = 0  # prefill forward calls so far, and the most prompts one of them held
+        self.peak_prefill_group = 0
         # the batch state (engine thread only)
         self._cache: Any = None
         self._mask: Any = None  # (B, W) long
@@ -262,6 +265,8 @@ class Engine:
             kwargs["logits_to_keep"] = 1  # what `generate` passes: the LM head on the last position only
         out = self.model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True,
                          **{self.cache_arg: DynamicCache()}, **kwargs)
+        self.prefill_forwards += 1
+        self.peak_prefill_group = max(self.peak_prefill_group, len(seqs))
         logits = out.logits[:, -1, :].float()  # (G, V): the last position is real in every row
         cache = self._out_cache(out)
         if len(seqs) > 1:
@@ -400,6 +405,12 @@ class Engine:
             self._finish(seq, "stop", tokens=[])
             return
         self._next[row] = tid
+        if not seq.stream and not p.stop:  # nothing to stream, no stop string to look for: no decode now
+            if len(seq.out_ids) >= p.max_tokens:
+                self._finish(seq, "length", tokens=[info] if info else [])
+            elif info:
+                seq.emit(Event(tokens=[info]))
+            return
         text = self.tok.decode(seq.out_ids, skip_special_tokens=False)
         if p.stop and any(s and s in text for s in p.stop):
             self._finish(seq, "stop", tokens=[info] if info else [])
