@@ -4,12 +4,16 @@ Why our own scheduler and not transformers' `ContinuousBatchingManager` (5.x, `g
 runs our StarCoder2 models correctly on CPU (greedy output equal to `generate`, checked by hand, see
 docs/serve.md), but it samples every request of a batch from one shared RNG, so a request's `seed` would not
 make its sampling reproducible (its draws depend on its batch mates), and on CPU it sizes a paged cache from
-free memory at start (30 s for a 2-layer toy model here). This scheduler is small and keeps the exact
-numerics of transformers `generate`:
+free memory at start (30 s for a 2-layer toy model here). This scheduler is small and keeps the numerics of
+transformers `generate` (its model forward and cache; up to fp32 GEMM-shape effects, docs/serve.md "Numerics"):
 
-* **prefill alone**: a new sequence's prompt runs through the model by itself (batch 1, no padding, position
-  ids 0..L-1, logits of the last position only), exactly as `generate` runs it, so its first token is
-  bit-identical to `domainfm code generate`;
+* **prefill in length groups**: the prompts waiting at a step boundary (within a token budget) are sorted by
+  length and prefilled in groups, one forward per group, each group left-padded to its longest prompt (at most
+  25% padding): every row has position ids 0..n-1 over its real tokens and a 2-D mask hiding its padding, and
+  the LM head runs on the last position only (as `generate`). A group of one is exactly `generate`'s prefill
+  (batch 1, no padding), so a lone request's first token is bit-identical to `domainfm code generate`; in a
+  larger group the row's logits equal its lone prefill to ~1e-5 (fp32 GEMMs of another shape; see
+  docs/serve.md, "Numerics"). On a CPU one G-row forward costs less than G forwards of one (larger GEMMs);
 * **decode together**: all running sequences advance one token per step in one forward call over a shared
   `DynamicCache` whose rows are left-padded to the longest; each row has its own position id (its true
   length) and a 2-D attention mask that hides its padding, so no row sees another's tokens or padding;
@@ -19,7 +23,7 @@ numerics of transformers `generate`:
   own `torch.Generator` seeded from the request's `seed` (+ choice index), so batch mates never matter.
 
 Tensor shapes: batch cache K/V per layer (B, H_kv, W, D); `mask` (B, W) 1 = real token; `lens` (B,) real
-lengths; step input ids (B, 1); logits (B, V).
+lengths; step input ids (B, 1); logits (B, V); a prefill group: ids / mask / positions (G, L), K/V (G, H_kv, L, D).
 """
 
 from __future__ import annotations
