@@ -111,7 +111,7 @@ def test_stage_changes_theta_and_context_and_starts_from_the_base_weights(base_r
     inv = tr.raw.model.rotary_emb.inv_freq.float()
     assert torch.allclose(inv, 1.0 / (1e6 ** (torch.arange(0, d, 2, dtype=torch.float64) / d)).float())
     # step 0 of the stage holds the base run's final weights, bit for bit
-    base_sd = AutoModelForCausalLM.from_pretrained(base_run / "final", torch_dtype=torch.float32).state_dict()
+    base_sd = AutoModelForCausalLM.from_pretrained(base_run / "final", dtype=torch.float32).state_dict()
     stage_sd = tr.raw.state_dict()
     assert set(base_sd) == set(stage_sd)
     assert all(torch.equal(base_sd[k], stage_sd[k]) for k in base_sd)

@@ -158,7 +158,7 @@ def base_state_dict(base: BaseRun) -> dict[str, Any]:
         return torch.load(base.weights / "state.pt", map_location="cpu", weights_only=False)["model"]
     from transformers import AutoModelForCausalLM
 
-    model = AutoModelForCausalLM.from_pretrained(base.weights, torch_dtype=torch.float32)
+    model = AutoModelForCausalLM.from_pretrained(base.weights, dtype=torch.float32)
     return model.state_dict()
 
 
