@@ -529,9 +529,10 @@ def near_clusters_ray(sigs: np.ndarray, priority: np.ndarray, order: np.ndarray,
 
 
 # --------------------------------------------------------------------------------------- curate stage 2
-def stage2_ray(work: str, rank: int = 0, world_size: int = 1, opts: RayDedupOptions | None = None) -> dict[str, Any]:
-    """`pipeline.stage2` on the Ray cluster this process is connected to (``ray.init`` first; a local
-    instance is started when there is none): the same ``OUT/dedup_clusters.parquet``,
+def stage2_ray(work: str, rank: int = 0, world_size: int = 1, opts: RayDedupOptions | None = None,
+               address: str = "") -> dict[str, Any]:
+    """`pipeline.stage2` on the Ray cluster this process is connected to (else the one at `address`,
+    else a new local instance): the same ``OUT/dedup_clusters.parquet``,
     ``.work/s2/decisions.parquet`` and summary, byte for byte. Call it in the driver (not inside a Ray
     task: its jobs need the cluster's CPUs). The driver holds the shard offsets and, at the end, the
     duplicate rows it writes (one per removed record), never the signatures or the candidate pairs."""
@@ -552,7 +553,7 @@ def stage2_ray(work: str, rank: int = 0, world_size: int = 1, opts: RayDedupOpti
     n = int(offsets[-1])
     near = bool(cfg.near_dedup and n)
     if not ray.is_initialized():
-        ray.init(include_dashboard=False, logging_level=logging.ERROR, log_to_driver=False)
+        ray.init(address=address or None, include_dashboard=False, logging_level=logging.ERROR, log_to_driver=False)
     with _data_context(opts):
         items = ray.data.from_items([{"path": str(p), "offset": int(o), "sig": str(p.parent / f"sig-{r:05d}.npy")}
                                      for r, (p, o) in enumerate(zip(paths, offsets, strict=False))],

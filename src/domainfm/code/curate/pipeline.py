@@ -226,7 +226,12 @@ def curate(cfg: CurateConfig, repos: list[readers.RepoSpec] | None = None) -> di
     # one pool for the three stages (a Ray instance starts once); s2 is one task (in-process when local)
     with pool:
         s1 = _run_stage(stages.stage1, "s1", work, n, pool)
-        s2 = _run_stage(stage2, "s2", work, 1, pool)[0]
+        s2_fn, s2_pool = (stage2, pool)
+        if cfg.executor == "ray":  # Ray Data jobs started from this process: no step holds the corpus
+            from domainfm.code.curate.dedup_ray import stage2_ray
+
+            s2_fn, s2_pool = functools.partial(stage2_ray, address=cfg.ray_address), get_pool("local")
+        s2 = _run_stage(s2_fn, "s2", work, 1, s2_pool)[0]
         s3 = _run_stage(stages.stage3, "s3", work, n, pool)
     result = finalize(work, plan, s1, s2, s3)
     if not cfg.keep_work:
