@@ -40,6 +40,7 @@ Prints medians (or with `--stat min` minima) of the repeats (seconds), tiles/s a
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import shutil
 import statistics
@@ -198,7 +199,8 @@ class MosaicSlide(Slide):
 
 
 def interleaved(methods: dict[str, Callable[[], int]], repeats: int, setup: Callable[[], None],
-                tag: str, min_time: float = 0.3, stat: str = "median") -> dict[str, tuple[float, int]]:
+                tag: str, min_time: float = 0.3, stat: str = "median",
+                clock: Callable[[], float] = time.perf_counter) -> dict[str, tuple[float, int]]:
     """One untimed warm-up call per method, then `repeats` rounds calling every method in turn (so
     load changes on a shared machine hit all methods alike); returns {name: (median s, result)}.
 
@@ -207,9 +209,9 @@ def interleaved(methods: dict[str, Callable[[], int]], repeats: int, setup: Call
     inner: dict[str, int] = {}
     for name, fn in methods.items():
         setup()
-        t0 = time.perf_counter()
+        t0 = clock()
         fn()
-        dt = time.perf_counter() - t0
+        dt = clock() - t0
         inner[name] = max(1, min(50, int(min_time / max(dt, 1e-4))))
     times: dict[str, list[float]] = {k: [] for k in methods}
     res: dict[str, int] = {}
@@ -218,9 +220,9 @@ def interleaved(methods: dict[str, Callable[[], int]], repeats: int, setup: Call
             total = 0.0
             for _k in range(inner[name]):
                 setup()
-                t0 = time.perf_counter()
+                t0 = clock()
                 res[name] = fn()
-                total += time.perf_counter() - t0
+                total += clock() - t0
             times[name].append(total / inner[name])
     for name, ts in times.items():
         print(f"  {tag:<12} {name:<16} runs {' '.join(f'{t:.3f}' for t in ts)}  median {statistics.median(ts):.3f}s"
@@ -230,12 +232,12 @@ def interleaved(methods: dict[str, Callable[[], int]], repeats: int, setup: Call
     return {k: (reduce(v), res[k]) for k, v in times.items()}
 
 
-def _best_ms(fn: Callable[[], object], n: int) -> float:
+def _best_ms(fn: Callable[[], object], n: int, clock: Callable[[], float] = time.perf_counter) -> float:
     best = float("inf")
     for _ in range(n):
-        t0 = time.perf_counter()
+        t0 = clock()
         fn()
-        best = min(best, time.perf_counter() - t0)
+        best = min(best, clock() - t0)
     return best * 1000
 
 
@@ -271,33 +273,35 @@ def thumbnail_strips_decoder(path: Path) -> Callable[[int], np.ndarray] | None:
     return decode
 
 
-def breakdown(path: Path, mpp: float | None, cfg: TileConfig, n: int = 50) -> dict[str, float]:
+def breakdown(path: Path, mpp: float | None, cfg: TileConfig, n: int = 50,
+              clock: Callable[[], float] = time.perf_counter) -> dict[str, float]:
     """Where a planner's time goes on one slide: fastest of `n` calls (ms) of each part. The parts both
     planners share (open, scanner-thumbnail decode, resize to the mask resolution) and each planner's own
     part (on an in-memory slide whose thumbnail is that resized overview, so nothing is decoded)."""
+    best = functools.partial(_best_ms, clock=clock)
     with open_slide(path) as s:
         slide_mpp = mpp or s.mpp
         W, H = s.dimensions
         ds = max(cfg.mask_mpp / slide_mpp, max(W, H) / cfg.overview_max_side, 1.0)
-        r = {"open (OpenSlide)": _best_ms(lambda: open_slide(path).close(), n),
-             "thumbnail decode (OpenSlide) + RGBA->RGB": _best_ms(s.associated_thumbnail, n)}
+        r = {"open (OpenSlide)": best(lambda: open_slide(path).close(), n),
+             "thumbnail decode (OpenSlide) + RGBA->RGB": best(s.associated_thumbnail, n)}
         thumb = s.associated_thumbnail()
         dec = thumbnail_strips_decoder(path)
         if dec is not None:  # not used by either planner: what decoding the thumbnail ourselves would cost
             assert np.array_equal(dec(1), np.asarray(thumb)), "strip decode differs from OpenSlide's"
-            r["(alt.) thumbnail decode, Pillow per strip, full size"] = _best_ms(lambda: dec(1), n)
-            r["(alt.) thumbnail decode, Pillow per strip, DCT 1/2"] = _best_ms(lambda: dec(2), n)
+            r["(alt.) thumbnail decode, Pillow per strip, full size"] = best(lambda: dec(1), n)
+            r["(alt.) thumbnail decode, Pillow per strip, DCT 1/2"] = best(lambda: dec(2), n)
         tw, th = max(1, round(W / ds)), max(1, round(H / ds))
-        r["resize to the mask resolution (Pillow BOX)"] = _best_ms(
+        r["resize to the mask resolution (Pillow BOX)"] = best(
             lambda: thumb.resize((tw, th), Image.Resampling.BOX, reducing_gap=3.0), n)
         ov = read_overview(s, ds)
     # end to end, fastest of n single calls (the least disturbed by other load on a shared machine)
-    r["(end to end) ours plan: open + overview + mask + coordinates"] = _best_ms(
+    r["(end to end) ours plan: open + overview + mask + coordinates"] = best(
         lambda: ours_plan(path, mpp, cfg), n)
-    r["(end to end) CLAM-style: open + overview + segment + patch"] = _best_ms(lambda: clam_plan(path, slide_mpp, cfg), n)
+    r["(end to end) CLAM-style: open + overview + segment + patch"] = best(lambda: clam_plan(path, slide_mpp, cfg), n)
     mem = MosaicSlide(ov, W / ov.width, slide_mpp, 1)
-    r["ours own: mask + grid (plan_tiles)"] = _best_ms(lambda: ours_plan(lambda: mem, slide_mpp, cfg), n)
-    r["CLAM own: segmentTissue + process_contours"] = _best_ms(lambda: clam_plan(lambda: mem, slide_mpp, cfg), n)
+    r["ours own: mask + grid (plan_tiles)"] = best(lambda: ours_plan(lambda: mem, slide_mpp, cfg), n)
+    r["CLAM own: segmentTissue + process_contours"] = best(lambda: clam_plan(lambda: mem, slide_mpp, cfg), n)
     return r
 
 
@@ -311,11 +315,15 @@ def main() -> None:
     ap.add_argument("--coords-only", action="store_true", help="skip the tile-image timings")
     ap.add_argument("--stat", choices=["median", "min"], default="median",
                     help="statistic of the repeats behind the tables (min: the run least disturbed by other load)")
+    ap.add_argument("--clock", choices=["wall", "cpu"], default="wall",
+                    help="wall: perf_counter; cpu: this process's CPU time (process_time, all its threads), which "
+                    "other processes' load on a shared machine barely changes")
     ap.add_argument("--breakdown", action="store_true",
                     help="also time the parts of each planner (fastest of 50 calls) and the best ratio they allow")
     ap.add_argument("--mosaic", type=int, default=16,
                     help="also plan a WSI-sized mosaic of the CMU overview repeated N x N times (0: skip)")
     args = ap.parse_args()
+    clock = time.process_time if args.clock == "cpu" else time.perf_counter
     if not args.data:
         raise SystemExit("set DOMAINFM_DATA or pass --data")
     sdir = Path(args.data) / "pathology" / "slides"
@@ -333,7 +341,8 @@ def main() -> None:
         shutil.rmtree(out, ignore_errors=True)
         shutil.rmtree(bdir, ignore_errors=True)
 
-    print(f"tiling benchmark: target 0.5 µm/px, 224 px, min tissue 0.5, {args.stat} of {args.repeats} repeats",
+    print(f"tiling benchmark: target 0.5 µm/px, 224 px, min tissue 0.5, {args.stat} of {args.repeats} repeats, "
+          f"{args.clock} clock",
           flush=True)
     for path, assumed in slides:
         with open_slide(path) as s:
@@ -349,7 +358,7 @@ def main() -> None:
             **({} if args.coords_only else {
                 "baseline tiles": lambda p=path, m=mpp: baseline(p, m, cfg, bdir),
                 "ours tiles": lambda p=path, a=assumed: tile_slide(p, out, cfg_t, mpp=a)["n_tiles"]}),
-        }, args.repeats, clean, path.name[:12], stat=args.stat)
+        }, args.repeats, clean, path.name[:12], stat=args.stat, clock=clock)
         vals = list(m.values()) + ([(float("nan"), 0)] * 2 if args.coords_only else [])
         (tb, nb), (tc, nc), (tcl, ncl), (tp, npn), (tf, _), (tbt, nbt), (tot, not_) = vals
         clean()
@@ -372,7 +381,7 @@ def main() -> None:
               f"  x{tbt / tot:.2f}")
     if args.breakdown:
         for path, assumed in slides:
-            parts = breakdown(path, assumed, cfg)
+            parts = breakdown(path, assumed, cfg, clock=clock)
             shared = sum(v for k, v in parts.items() if " own" not in k and not k.startswith("("))
             own_o, own_c = parts["ours own: mask + grid (plan_tiles)"], parts["CLAM own: segmentTissue + process_contours"]
             print(f"\n{path.name}: parts, fastest of 50 calls (ms)")
@@ -397,11 +406,12 @@ def main() -> None:
         grid = (W // ts0) * (H // ts0)
         mm = interleaved({"clam-style plan": lambda: clam_plan(lambda: mosaic, None, cfg),
                           "ours plan": lambda: ours_plan(lambda: mosaic, None, cfg)},
-                         args.repeats, lambda: None, f"mosaic{args.mosaic}", stat=args.stat)
+                         args.repeats, lambda: None, f"mosaic{args.mosaic}", stat=args.stat,
+                         clock=clock)
         (tc, nc), (tp, npn) = mm.values()
         if args.breakdown:
-            fc = _best_ms(lambda: clam_plan(lambda: mosaic, None, cfg), 10) / 1000
-            fo = _best_ms(lambda: ours_plan(lambda: mosaic, None, cfg), 10) / 1000
+            fc = _best_ms(lambda: clam_plan(lambda: mosaic, None, cfg), 10, clock) / 1000
+            fo = _best_ms(lambda: ours_plan(lambda: mosaic, None, cfg), 10, clock) / 1000
             print(f"  mosaic, fastest of 10 calls: CLAM-style {fc:.4f}s, ours {fo:.4f}s, x{fc / fo:.2f}")
         print(f"\nmosaic {args.mosaic}x{args.mosaic} of the CMU overview ({W} x {H} level-0 px at {mosaic.mpp} µm/px, "
               f"{W * mosaic.mpp / 1000:.1f} x {H * mosaic.mpp / 1000:.1f} mm; grid {grid} tiles; overview only)")
