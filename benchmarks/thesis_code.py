@@ -48,7 +48,7 @@ SIZES: dict[str, dict[str, Any]] = {
     "default": {"train_bytes": 5_000_000, "heldout_bytes": 1_000_000, "max_repo_bytes": 1_500_000,
                 "max_repo_files": 200, "heldout_every": 8, "vocab": 4096, "tok_bytes": 2_000_000,
                 "seq_len": 128, "batch": 4, "steps": 100, "lr": 2e-3, "preset": "tiny",
-                "heldout_max_files": 40, "heldout_max_bytes": 60_000, "infill_limit": 100,
+                "heldout_max_files": 60, "heldout_max_bytes": 150_000, "infill_limit": 150,
                 "max_new_tokens": 32},
     "smoke": {"train_bytes": 250_000, "heldout_bytes": 120_000, "max_repo_bytes": 150_000,
               "max_repo_files": 30, "heldout_every": 4, "vocab": 512, "tok_bytes": 200_000,
