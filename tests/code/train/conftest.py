@@ -107,3 +107,29 @@ def micro_preset(tmp_path_factory: pytest.TempPathFactory) -> str:
                        intermediate_size=256)
     cfg.save_pretrained(d)
     return str(d / "config.json")
+
+
+FSDP_STEPS = 8
+
+
+def fsdp_args(packed: Path, preset: str, out: Path, batch_size: int = 2) -> list[str]:
+    """The `code pretrain` arguments of the FSDP / sharded-checkpoint tests (8 steps, checkpoints at 3, 6, 8)."""
+    return ["code", "pretrain", "--data", str(packed), "--preset", preset, "-o", str(out), "--batch-size",
+            str(batch_size), "--grad-accum", "2", "--max-steps", str(FSDP_STEPS), "--warmup", "1", "--lr", "3e-3",
+            "--save-every", "3", "--eval-every", "4", "--eval-batches", "1", "--seed", "5", "--no-tensorboard"]
+
+
+@pytest.fixture(scope="session", name="fsdp_args")
+def _fsdp_args():  # noqa: ANN202
+    """`fsdp_args(packed, preset, out, batch_size=2)`: the arguments of `fsdp_run` (for reruns and references)."""
+    return fsdp_args
+
+
+@pytest.fixture(scope="session")
+def fsdp_run(packed_dir: Path, micro_preset: str, tmp_path_factory: pytest.TempPathFactory, torchrun) -> Path:  # noqa: ANN001
+    """One uninterrupted 2-process FSDP run (sharded checkpoints, the FSDP default), shared by
+    test_pretrain_fsdp.py and test_dcp.py (a torchrun start-up is the slow part of these tests)."""
+    out = tmp_path_factory.mktemp("fsdp") / "run"
+    res = torchrun(["-m", "domainfm", *fsdp_args(packed_dir, micro_preset, out), "--fsdp"])
+    assert res.returncode == 0, res.stderr[-3000:]
+    return out

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-STEPS = 8
+STEPS = 8  # conftest.FSDP_STEPS: the length of the shared `fsdp_run`
 # the monkeypatch makes every rank SIGKILL itself when it starts step DIE_AT + 1 (after checkpoint 3)
 DYING = """
 import os, signal, sys
@@ -31,26 +31,13 @@ sys.exit(main(sys.argv[1:]))
 """
 
 
-def _args(packed: Path, preset: str, out: Path, batch_size: int = 2) -> list[str]:
-    return ["code", "pretrain", "--data", str(packed), "--preset", preset, "-o", str(out), "--batch-size",
-            str(batch_size), "--grad-accum", "2", "--max-steps", str(STEPS), "--warmup", "1", "--lr", "3e-3",
-            "--save-every", "3", "--eval-every", "4", "--eval-batches", "1", "--seed", "5", "--no-tensorboard"]
-
-
 def rows(out: Path) -> list[dict]:
     return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
 
 
-@pytest.fixture(scope="module")
-def fsdp_run(packed_dir: Path, micro_preset: str, tmp_path_factory: pytest.TempPathFactory, torchrun) -> Path:
-    out = tmp_path_factory.mktemp("fsdp") / "run"
-    res = torchrun(["-m", "domainfm", *_args(packed_dir, micro_preset, out), "--fsdp"])
-    assert res.returncode == 0, res.stderr[-3000:]
-    return out
-
-
 def test_fsdp_equals_one_process_and_exports_the_trained_weights(fsdp_run: Path, packed_dir: Path,
-                                                                  micro_preset: str, tmp_path: Path) -> None:
+                                                                  micro_preset: str, tmp_path: Path,
+                                                                  fsdp_args) -> None:  # noqa: ANN001
     import torch
     from safetensors import safe_open
     from transformers import AutoModelForCausalLM
@@ -61,7 +48,7 @@ def test_fsdp_equals_one_process_and_exports_the_trained_weights(fsdp_run: Path,
     # one process with twice the micro-batch reads the same sequences per step (data.BatchPlan)
     single = tmp_path / "single"
     torch.set_num_threads(1)
-    assert main([*_args(packed_dir, micro_preset, single, batch_size=4), "--threads", "1"]) == 0
+    assert main([*fsdp_args(packed_dir, micro_preset, single, batch_size=4), "--threads", "1"]) == 0
     a, b = rows(fsdp_run), rows(single)
     assert [r["step"] for r in a] == list(range(1, STEPS + 1))
     for ra, rb in zip(a, b, strict=True):
@@ -91,7 +78,7 @@ def test_fsdp_equals_one_process_and_exports_the_trained_weights(fsdp_run: Path,
 
 def test_fsdp_killed_then_resumed_reproduces_the_uninterrupted_run(fsdp_run: Path, packed_dir: Path,
                                                                    micro_preset: str, tmp_path: Path,
-                                                                   torchrun) -> None:
+                                                                   torchrun, fsdp_args) -> None:  # noqa: ANN001
     import torch
 
     from domainfm.code.train.dcp_export import read_tensors
@@ -99,7 +86,7 @@ def test_fsdp_killed_then_resumed_reproduces_the_uninterrupted_run(fsdp_run: Pat
     script = tmp_path / "dying.py"
     script.write_text(DYING)
     out = tmp_path / "cut"
-    args = [*_args(packed_dir, micro_preset, out), "--fsdp"]
+    args = [*fsdp_args(packed_dir, micro_preset, out), "--fsdp"]
     res = torchrun([str(script), *args], env_extra={"DIE_AT": "5"})
     assert res.returncode != 0  # every worker died by SIGKILL during step 6
     assert [r["step"] for r in rows(out)] == [1, 2, 3, 4, 5]

@@ -12,11 +12,10 @@ two output shards (the tensors + safetensors' serialised copy), not the model.
 from __future__ import annotations
 
 import json
-import warnings
 from pathlib import Path
 from typing import Any
 
-from domainfm.code.train.sharded import MODEL_KEY
+from domainfm.code.train.sharded import MODEL_KEY, single_process_ok
 from domainfm.core.errors import UserError
 
 SAFE_WEIGHTS_NAME = "model.safetensors"  # transformers' file names (`transformers.utils`)
@@ -96,8 +95,7 @@ def _load(state: dict[str, Any], reader: Any) -> None:
     """`dcp.load` in this process alone (no_dist), also when a training's process group is still up."""
     import torch.distributed.checkpoint as dcp
 
-    with warnings.catch_warnings():  # "assuming the intent is to load in a single process": it is
-        warnings.filterwarnings("ignore", message=".*single process.*")
+    with single_process_ok():
         dcp.load(state, storage_reader=reader, no_dist=True)
 
 

@@ -26,13 +26,24 @@ would pick up. A multi-node run needs OUT on a file system every node sees (as a
 
 from __future__ import annotations
 
+import contextlib
 import shutil
+import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from domainfm.code.train.checkpoint import CKPT_DIR, commit, save_fsynced
 
 MODEL_KEY, OPTIM_KEY = "model", "optim"
+
+
+@contextlib.contextmanager
+def single_process_ok() -> Iterator[None]:
+    """Silence DCP's "assuming the intent is to save/load in a single process" (it is, on purpose)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*in a single process.*")
+        yield
 
 
 def _barrier(info: Any) -> None:
@@ -62,9 +73,10 @@ def save_sharded(out_dir: str | Path, step: int, model: Any, optimizer: Any, tra
     # FSDP: DTensor shards (each rank's own slice); plain model: full tensors (DDP ranks dedup to one writer)
     model_sd, optim_sd = get_state_dict(model, optimizer)
     # every rank writes __RANK_0.distcp (fsynced); the call returns once rank 0 wrote `.metadata`
-    dcp.save({MODEL_KEY: model_sd, OPTIM_KEY: optim_sd},
-             storage_writer=dcp.FileSystemWriter(tmp, single_file_per_rank=True, sync_files=True),
-             no_dist=not info.distributed)
+    with single_process_ok():
+        dcp.save({MODEL_KEY: model_sd, OPTIM_KEY: optim_sd},
+                 storage_writer=dcp.FileSystemWriter(tmp, single_file_per_rank=True, sync_files=True),
+                 no_dist=not info.distributed)
     if info.is_main:
         save_fsynced({**(trainer_state or {}), "format": "sharded"}, tmp / "trainer.pt")
         model_config.to_json_file(tmp / "model_config.json")
@@ -82,5 +94,6 @@ def load_sharded(path: str | Path, model: Any, optimizer: Any, info: Any) -> Non
     # the target layout: this process's shards (FSDP) or full tensors; DCP reads the matching byte ranges
     model_sd, optim_sd = get_state_dict(model, optimizer)
     state = {MODEL_KEY: model_sd, OPTIM_KEY: optim_sd}
-    dcp.load(state, storage_reader=dcp.FileSystemReader(str(path)), no_dist=not info.distributed)
+    with single_process_ok():
+        dcp.load(state, storage_reader=dcp.FileSystemReader(str(path)), no_dist=not info.distributed)
     set_state_dict(model, optimizer, model_state_dict=state[MODEL_KEY], optim_state_dict=state[OPTIM_KEY])
