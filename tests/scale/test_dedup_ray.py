@@ -130,6 +130,63 @@ def test_chain_is_joined_only_through_its_middle(corpus_sigs):
         assert est[(a, b)] >= 0.65 and est[(b, c)] >= 0.65 and est[(a, c)] < 0.65, est
 
 
+def _partitioned(fn, rows: dict, n_parts: int, **kw) -> dict:
+    """One shuffle step without Ray: `fn` on the rows of each non-empty partition, outputs concatenated."""
+    outs = [fn({k: v[rows["_p"] == p] for k, v in rows.items()}, n_parts=n_parts, **kw)
+            for p in range(n_parts) if (rows["_p"] == p).any()]
+    return {k: np.concatenate([o[k] for o in outs]) for k in outs[0]}
+
+
+@pytest.mark.parametrize("graph", ["path", "random", "stars"])
+def test_large_star_small_star_finds_the_components(graph):
+    """The component rounds (the per-partition functions, shuffled by hand) against a union-find; a
+    path of 300 nodes in shuffled order needs O(log n) rounds, not n."""
+    from domainfm.code.curate.dedup_ray import _CODE, EDGE, STAT, _large_star, _part, _small_star
+
+    rng = np.random.default_rng(11)
+    n = 300
+    ids = rng.permutation(n) * 7 + 3  # sparse, unordered gids
+    if graph == "path":
+        a, b = ids[:-1], ids[1:]
+    elif graph == "random":
+        a, b = rng.choice(ids, 260), rng.choice(ids, 260)
+    else:
+        hubs = rng.choice(ids, 5, replace=False)
+        a, b = rng.choice(hubs, 200), rng.choice(ids, 200)
+    keep = a != b
+    a, b = a[keep], b[keep]
+    parent = {int(i): int(i) for i in ids}
+
+    def find(x: int) -> int:
+        while parent[x] != x:
+            x = parent[x]
+        return x
+
+    for x, y in zip(a.tolist(), b.tolist(), strict=True):
+        parent[find(x)] = find(y)
+    x, y = np.concatenate([a, b]), np.concatenate([b, a])
+    rows = {"_p": _part(x, 3), "t": np.full(len(x), EDGE, np.int8), "a": x, "b": y}
+    rounds = 0
+    while True:
+        rounds += 1
+        large = _partitioned(_large_star, rows, 3)
+        stat = large["t"] == STAT
+        if large["b"][stat & (large["a"] == _CODE["violations"])].sum() == 0:
+            break
+        assert rounds < 30
+        small = _partitioned(_small_star, {k: v[large["t"] == EDGE] for k, v in large.items()}, 3)
+        rows = {k: v[small["t"] == EDGE] for k, v in small.items()}
+    root = {int(i): int(i) for i in ids}
+    for u, v in zip(rows["a"].tolist(), rows["b"].tolist(), strict=True):
+        root[u] = min(root[u], v)
+    comps: dict[int, list[int]] = {}
+    for i in ids.tolist():
+        comps.setdefault(find(i), []).append(i)
+    for members in comps.values():
+        assert {root[m] for m in members} == {min(members)}
+    assert rounds <= 2 * int(np.log2(n)) + 2
+
+
 def test_exact_groups_ray_keeps_the_local_copy(ray_address):
     rng = np.random.default_rng(3)
     n = 400

@@ -250,12 +250,14 @@ def _verify_high(batch: dict[str, np.ndarray], n_parts: int, verify: float) -> d
     return _concat([_rows(_part(x, n_parts), EDGE, x, y), _stat_rows(st)])
 
 
-def _groups(src: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Sort order of `src` and the start of each run of equal values in that order."""
-    o = np.argsort(src, kind="stable")
-    s = src[o]
-    starts = np.flatnonzero(np.concatenate(([True], s[1:] != s[:-1]))) if len(s) else np.zeros(0, np.int64)
-    return o, starts
+def _adjacency(u: np.ndarray, v: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Distinct (u, v) rows sorted by u, v and the start of each u's run. Every row of a node is in its
+    partition, so this removes duplicates globally (two partitions of the previous step can emit the
+    same edge; counted twice it would look like a second smaller neighbour)."""
+    e = np.unique(np.stack([u, v], axis=1), axis=0) if len(u) else np.zeros((0, 2), np.int64)
+    u, v = e[:, 0], e[:, 1]
+    starts = np.flatnonzero(np.concatenate(([True], u[1:] != u[:-1]))) if len(u) else np.zeros(0, np.int64)
+    return u, v, starts
 
 
 def _large_star(batch: dict[str, np.ndarray], n_parts: int) -> dict[str, np.ndarray]:
@@ -264,9 +266,7 @@ def _large_star(batch: dict[str, np.ndarray], n_parts: int) -> dict[str, np.ndar
     that are not already a star centre (no smaller neighbour) or leaf (one smaller, no larger)."""
     st = _measure(batch)
     edges = _split(batch, EDGE)
-    u, v = edges["a"], edges["b"]
-    o, starts = _groups(u)
-    u, v = u[o], v[o]
+    u, v, starts = _adjacency(edges["a"], edges["b"])
     viol = 0
     if len(u):
         m = np.minimum(u[starts], np.minimum.reduceat(v, starts))
@@ -287,9 +287,7 @@ def _small_star(batch: dict[str, np.ndarray], n_parts: int) -> dict[str, np.ndar
     output both directions of each new edge (the large-star input)."""
     st = _measure(batch)
     edges = _split(batch, EDGE)
-    u, v = edges["a"], edges["b"]
-    o, starts = _groups(u)
-    u, v = u[o], v[o]
+    u, v, starts = _adjacency(edges["a"], edges["b"])
     if len(u):
         m = np.repeat(np.minimum.reduceat(v, starts), np.diff(np.append(starts, len(u))))
         x = np.concatenate([u[starts], v])
@@ -305,9 +303,7 @@ def _label(batch: dict[str, np.ndarray], n_parts: int) -> dict[str, np.ndarray]:
     """Star edges + node rows grouped by gid: each clustered node, keyed by its component's root."""
     st = _measure(batch)
     nodes, edges = _split(batch, NODE), _split(batch, EDGE)
-    u, v = edges["a"], edges["b"]
-    o, starts = _groups(u)
-    u, v = u[o], v[o]
+    u, v, starts = _adjacency(edges["a"], edges["b"])
     if not len(u):
         return _stat_rows(st)
     node = u[starts]
@@ -320,8 +316,8 @@ def _label(batch: dict[str, np.ndarray], n_parts: int) -> dict[str, np.ndarray]:
 
 def _keep(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """Nodes grouped by component root: keep the smallest (priority, order, gid); one DUP row per other
-    member with its estimated Jaccard to the kept one (``c`` = the estimate in millionths... exactly:
-    the count of equal minima, so the float is rebuilt without rounding)."""
+    member, with ``k`` = the number of minima it shares with the kept one (the estimate times num_perm,
+    an integer, so the driver rebuilds `dedup.estimated_jaccard`'s float exactly)."""
     st = _measure(batch)
     nodes = _split(batch, NODE)
     gid, pri, order, root = nodes["a"], nodes["b"], nodes["c"], nodes["k"]
@@ -413,7 +409,7 @@ def _partitions(opts: RayDedupOptions, n: int, num_perm: int, bands: int) -> int
     import ray
 
     cpus = int(ray.cluster_resources().get("CPU", 1))
-    biggest = n * max(4 * num_perm + 64, 26 * bands)
+    biggest = n * max(4 * num_perm + 64, 34 * bands)  # a node row with its signature; 34 B per band row
     return max(2 * cpus, math.ceil(biggest / opts.partition_bytes))
 
 
@@ -486,10 +482,16 @@ def _keyed(batch: dict[str, np.ndarray], n_parts: int) -> dict[str, np.ndarray]:
     return out
 
 
-def _keepers(dups: Any, n: int) -> np.ndarray:
+def _dup_arrays(dups: Any) -> tuple[np.ndarray, ...]:
+    """DUP rows -> (removed gid, kept gid, step, equal minima) int64 arrays (empty when no duplicate)."""
     t = dups.to_pandas()
+    return tuple(t[c].to_numpy(dtype=np.int64) if c in t.columns else np.zeros(0, np.int64) for c in "abck")
+
+
+def _keepers(dups: Any, n: int) -> np.ndarray:
+    dup, keep, _, _ = _dup_arrays(dups)
     keeper = np.arange(n, dtype=np.int64)
-    keeper[t["a"].to_numpy(dtype=np.int64)] = t["b"].to_numpy(dtype=np.int64)
+    keeper[dup] = keep
     return keeper
 
 
@@ -552,16 +554,18 @@ def stage2_ray(work: str, rank: int = 0, world_size: int = 1, opts: RayDedupOpti
     offsets = np.concatenate(([0], np.cumsum(sizes))).astype(np.int64)
     n = int(offsets[-1])
     near = bool(cfg.near_dedup and n)
+    if n == 0:  # nothing survived stage 1: the local stage's empty tables, no cluster needed
+        _write_stage2(plan, wd, [], [])
+        return {"files": 0, "exact_clusters": 0, "near_clusters": 0}
     if not ray.is_initialized():
         ray.init(address=address or None, include_dashboard=False, logging_level=logging.ERROR, log_to_driver=False)
     with _data_context(opts):
         items = ray.data.from_items([{"path": str(p), "offset": int(o), "sig": str(p.parent / f"sig-{r:05d}.npy")}
                                      for r, (p, o) in enumerate(zip(paths, offsets, strict=False))],
                                     override_num_blocks=max(1, len(paths)))
-        dups = _dedup(items, n, near, cfg.num_perm, cfg.bands, cfg.rows, cfg.lsh_rounds, cfg.verify_jaccard, opts,
-                      _read_shard, {"num_perm": cfg.num_perm, "ngram": cfg.ngram, "near": near}).to_pandas()
-    dup, keep = dups["a"].to_numpy(np.int64), dups["b"].to_numpy(np.int64)
-    step, equal = dups["c"].to_numpy(np.int64), dups["k"].to_numpy(np.int64)
+        dup, keep, step, equal = _dup_arrays(_dedup(
+            items, n, near, cfg.num_perm, cfg.bands, cfg.rows, cfg.lsh_rounds, cfg.verify_jaccard, opts, _read_shard,
+            {"num_perm": cfg.num_perm, "ngram": cfg.ngram, "near": near}))
     meta = _metadata(paths, offsets, np.unique(np.concatenate([dup, keep])))
     kind_of = meta["kind"]
     # the local order: exact decisions by index, then near ones by kind (sorted) and index
