@@ -104,13 +104,11 @@ def _file_size_limit_then_rerun(name: str, inputs, ref: Path, tmp_path: Path) ->
     assert snapshot(out) == snapshot(ref)
 
 
-@pytest.mark.parametrize("name", ["code curate", "code pack"])
+@pytest.mark.parametrize("name", ["code curate", "code pack", "pathology tile"])
 def test_file_size_limit_then_rerun(name: str, tmp_path: Path) -> None:
     """RLIMIT_FSIZE = 4 KB: the first bigger file fails (EFBIG). It caught `code pack` refusing its own rerun
-    ("exists and is not a pack in progress") when the plan was the file that failed. (`pathology tile` records
-    an EFBIG per slide as that slide's failure and exits 1 instead of stopping with the one-line error: its
-    per-slide error handling does not tell our own output's errors from a bad slide's; left for the slides
-    stage.)"""
+    ("exists and is not a pack in progress") when the plan was the file that failed, and `pathology tile`
+    recording EFBIG as each slide's failure (exit 1) instead of stopping the batch with the one-line error."""
     build, cmd, _, _ = CASES[name]
     inputs = build(tmp_path / "in")
     ref = tmp_path / "ref"
