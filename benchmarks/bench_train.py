@@ -2,13 +2,22 @@
 
     .venv/bin/python benchmarks/bench_train.py --device cpu                 # tiny and small
     .venv/bin/python benchmarks/bench_train.py --device cuda --presets base  # >= 100M params, bf16
+    .venv/bin/python benchmarks/bench_train.py --components-only            # CPU time only (loaded box)
 
 MFU = 6 N tokens/s / peak, where N counts the parameters that take part in a matmul per token (the
 LM head included, lookup tables not) and `peak` is the dense matmul throughput measured on the same
 machine in the same run (fp32 n x n matmuls on CPU, bf16 on GPU; the best of several). "ours" is the
 whole loop: memory-mapped data loading and prefetch, autocast, grad clipping, AdamW, LR schedule,
 metrics logging; its tokens/s come from the run's own metrics.jsonl. "bare" is model(x, labels=x),
-backward, AdamW step on one batch already in memory. Medians over `--repeats` runs.
+backward, AdamW step (torch's default on CPU: the per-tensor for-loop) on one batch already in memory.
+Medians over `--repeats` runs.
+
+"components" (CPU): one step (bare, and ours = `Trainer._train_step`) and two of its parts, measured
+single-threaded as thread CPU time, which a loaded machine hardly changes (wall time does): AdamW as torch's CPU default vs fused (what `pretrain` uses),
+and the LM head + cross-entropy as transformers computes it (full (B*L, V) logits, F.cross_entropy)
+vs `domainfm.code.train.loss.linear_cross_entropy` (chunked); forward + backward, medians of interleaved
+repeats; and from them a CPU-time MFU (6 N tokens per thread CPU second over one core's fp32 matmul
+FLOP per CPU second), which a loaded machine distorts far less than the wall-clock MFU.
 """
 
 from __future__ import annotations
@@ -100,36 +109,98 @@ def ours_tps(preset: str, vocab: int, device: torch.device, batch: int, seq_len:
     return statistics.median(r["tokens_per_s"] for r in rows[warmup:-1])
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
-    ap.add_argument("--presets", default=None, help="comma-separated (default: tiny,small on CPU; base on GPU)")
-    ap.add_argument("--vocab-size", type=int, default=49152, help="StarCoder2's vocabulary by default")
-    ap.add_argument("--seq-len", type=int, default=None, help="default 256 on CPU, 2048 on GPU")
-    ap.add_argument("--batch-size", type=int, default=None, help="default 8 on CPU, 16 on GPU")
-    ap.add_argument("--steps", type=int, default=8, help="timed steps per run")
-    ap.add_argument("--warmup", type=int, default=2, help="untimed steps per run")
-    ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--json", type=Path, default=None, help="also write the results here")
-    args = ap.parse_args()
+def _thread_cpu_s(fn: object, repeats: int) -> list[float]:
+    out = []
+    for _ in range(repeats):
+        t = time.thread_time()
+        fn()
+        out.append(time.thread_time() - t)
+    return out
 
-    import os
 
-    os.environ.setdefault("DOMAINFM_PROGRESS", "0")
-    device = torch.device(args.device)
-    gpu = device.type == "cuda"
-    presets = (args.presets or ("base" if gpu else "tiny,small")).split(",")
-    seq_len = args.seq_len or (2048 if gpu else 256)
-    batch = args.batch_size or (16 if gpu else 8)
-    ptdtype = torch.bfloat16 if gpu else None
-    peak_dtype = torch.bfloat16 if gpu else torch.float32
-    peak_n = 8192 if gpu else 2048
+def component_ratios(preset: str, vocab: int, batch: int, seq_len: int, repeats: int,
+                     packed: Path, out: Path) -> dict[str, float]:
+    """Single-threaded CPU seconds of one step: bare vs ours (`Trainer._train_step`: the loop without its
+    data thread and logging), AdamW (default vs fused), head + CE (plain vs chunked)."""
+    import torch.nn.functional as F
 
     from domainfm.code.model import build_model
     from domainfm.code.model.build import flops_params
+    from domainfm.code.train.config import PretrainConfig
+    from domainfm.code.train.data import StepLoader
+    from domainfm.code.train.loss import linear_cross_entropy
+    from domainfm.code.train.trainer import Trainer
 
-    print(f"device {device}, threads {torch.get_num_threads()}, seq_len {seq_len}, batch {batch}, "
-          f"vocab {args.vocab_size}, precision {'bf16 autocast' if gpu else 'fp32'}")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        torch.manual_seed(0)
+        bare = build_model(preset, vocab_size=vocab, device="cpu")
+        bare.config.use_cache = False
+        bare_opt = torch.optim.AdamW(bare.parameters(), lr=1e-4, betas=(0.9, 0.95), weight_decay=0.1)
+        x = torch.randint(0, vocab, (batch, seq_len))
+
+        def bare_step() -> None:
+            bare(input_ids=x, labels=x).loss.backward()
+            bare_opt.step()
+            bare_opt.zero_grad(set_to_none=True)
+
+        tr = Trainer(PretrainConfig(data=str(packed), out=str(out), preset=preset, batch_size=batch,
+                                    seq_len=seq_len, max_steps=1000, warmup=2, save_every=0, eval_every=0,
+                                    tensorboard=False, device="cpu", resume=False, threads=1))
+        tr._setup()
+        loader = StepLoader(tr.train_ds, tr.plan, tr.seq_len, tr.info.device)
+        batches = loader.get(0)
+        loader.close()
+
+        def ours_step() -> None:
+            tr._train_step(batches)
+
+        bare_step()
+        ours_step()
+        torch.manual_seed(0)
+        model = build_model(preset, vocab_size=vocab, device="cpu")
+        params = list(model.parameters())
+        opts = {}
+        for kind in ("default", "fused"):
+            ps = [p.detach().clone().requires_grad_() for p in params]
+            for p in ps:
+                p.grad = torch.randn_like(p) * 1e-3
+            opts[kind] = torch.optim.AdamW(ps, lr=1e-4, betas=(0.9, 0.95), weight_decay=0.1,
+                                           fused=kind == "fused" or None)
+            opts[kind].step()  # allocates the state
+        w0 = model.lm_head.weight.detach()
+        h0 = torch.randn(batch * seq_len, w0.shape[1])
+        y = torch.randint(0, vocab, (batch * seq_len,))
+
+        def head(chunked: bool) -> None:
+            h, w = h0.clone().requires_grad_(), w0.clone().requires_grad_()
+            loss = linear_cross_entropy(h, w, y) if chunked else F.cross_entropy(h @ w.t(), y)
+            loss.backward()
+
+        a, b = torch.randn(2048, 2048), torch.randn(2048, 2048)
+        peak1 = 2 * 2048**3 / min(_thread_cpu_s(lambda: a @ b, 5))  # one core's fp32 matmul FLOP per CPU second
+        fns = {"step_bare": bare_step, "step_ours": ours_step, "adamw_default": opts["default"].step, "adamw_fused": opts["fused"].step,
+               "head_ce_plain": lambda: head(False), "head_ce_chunked": lambda: head(True)}
+        times: dict[str, list[float]] = {k: [] for k in fns}
+        for _ in range(repeats):  # interleaved
+            for k, fn in fns.items():
+                times[k] += _thread_cpu_s(fn, 1)
+        out = {k: statistics.median(v) for k, v in times.items()}
+        flops = 6 * flops_params(bare) * batch * seq_len  # per step, the 6N rule
+        out.update(peak_1thread=peak1, mfu_bare=flops / out["step_bare"] / peak1,
+                   mfu_ours=flops / out["step_ours"] / peak1)
+        return out
+    finally:
+        torch.set_num_threads(threads)
+
+
+def wall_clock(args: argparse.Namespace, device: torch.device, presets: list[str], batch: int, seq_len: int,
+               ptdtype: torch.dtype | None, peak_dtype: torch.dtype, peak_n: int) -> tuple[list[dict], float]:
+    """The wall-clock table: matmul peak, bare step and our loop per preset (interleaved repeats)."""
+    from domainfm.code.model import build_model
+    from domainfm.code.model.build import flops_params
+
     peaks = [matmul_peak(device, peak_dtype, peak_n)]
     print(f"dense matmul peak ({peak_dtype}, n={peak_n}): {peaks[0] / 1e9:,.1f} GFLOP/s")
     results = []
@@ -156,9 +227,66 @@ def main() -> None:
         r["ours_mfu"] = 6 * r["flops_params"] * r["ours_tps"] / peak
         print(f"{r['preset']:<8}{r['flops_params'] / 1e6:>9.1f}M{r['bare_tps']:>12,.0f}{r['bare_mfu']:>10.1%}"
               f"{r['ours_tps']:>12,.0f}{r['ours_mfu']:>10.1%}{r['ours_tps'] / r['bare_tps']:>11.2f}")
+    return results, peak
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    ap.add_argument("--presets", default=None, help="comma-separated (default: tiny,small on CPU; base on GPU)")
+    ap.add_argument("--vocab-size", type=int, default=49152, help="StarCoder2's vocabulary by default")
+    ap.add_argument("--seq-len", type=int, default=None, help="default 256 on CPU, 2048 on GPU")
+    ap.add_argument("--batch-size", type=int, default=None, help="default 8 on CPU, 16 on GPU")
+    ap.add_argument("--steps", type=int, default=8, help="timed steps per run")
+    ap.add_argument("--warmup", type=int, default=2, help="untimed steps per run")
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--json", type=Path, default=None, help="also write the results here")
+    ap.add_argument("--no-components", action="store_true", help="skip the single-threaded component timings")
+    ap.add_argument("--components-only", action="store_true",
+                    help="only the single-threaded CPU-time components (robust on a loaded machine)")
+    args = ap.parse_args()
+
+    import os
+
+    os.environ.setdefault("DOMAINFM_PROGRESS", "0")
+    device = torch.device(args.device)
+    gpu = device.type == "cuda"
+    presets = (args.presets or ("base" if gpu else "tiny,small")).split(",")
+    seq_len = args.seq_len or (2048 if gpu else 256)
+    batch = args.batch_size or (16 if gpu else 8)
+    ptdtype = torch.bfloat16 if gpu else None
+    peak_dtype = torch.bfloat16 if gpu else torch.float32
+    peak_n = 8192 if gpu else 2048
+
+    print(f"device {device}, threads {torch.get_num_threads()}, seq_len {seq_len}, batch {batch}, "
+          f"vocab {args.vocab_size}, precision {'bf16 autocast' if gpu else 'fp32'}")
+    if args.components_only:
+        results, peak = [], 0.0
+    else:
+        results, peak = wall_clock(args, device, presets, batch, seq_len, ptdtype, peak_dtype, peak_n)
+    components = {}
+    if not gpu and not args.no_components:
+        print("\ncomponents (1 thread, thread CPU ms per step, median of interleaved repeats):")
+        print(f"{'preset':<8}{'bare step':>11}{'ours':>8}{'bare/ours':>10}{'AdamW default':>15}{'fused':>7}"
+              f"{'ratio':>7}{'head+CE plain':>15}{'chunked':>9}{'ratio':>7}{'CPU-time MFU bare':>19}{'ours':>7}")
+        for preset in presets:
+            with tempfile.TemporaryDirectory() as tmp:
+                packed = write_packed(Path(tmp) / "packed", args.vocab_size, seq_len, n_seqs=max(64, batch))
+                c = components[preset] = component_ratios(preset, args.vocab_size, batch, seq_len,
+                                                          max(3, args.repeats), packed, Path(tmp) / "run")
+            print(f"{preset:<8}{c['step_bare'] * 1e3:>11,.0f}{c['step_ours'] * 1e3:>8,.0f}"
+                  f"{c['step_bare'] / c['step_ours']:>10.2f}{c['adamw_default'] * 1e3:>15,.0f}"
+                  f"{c['adamw_fused'] * 1e3:>7,.0f}"
+                  f"{c['adamw_default'] / c['adamw_fused']:>7.1f}{c['head_ce_plain'] * 1e3:>15,.0f}"
+                  f"{c['head_ce_chunked'] * 1e3:>9,.0f}{c['head_ce_plain'] / c['head_ce_chunked']:>7.2f}"
+                  f"{c['mfu_bare']:>19.1%}{c['mfu_ours']:>7.1%}")
+        if components:
+            print(f"(CPU-time MFU = 6 N tokens / thread CPU s / one core's fp32 2048^3 matmul FLOP per CPU s, "
+                  f"{max(c['peak_1thread'] for c in components.values()) / 1e9:,.1f} G)")
     if args.json:
         args.json.write_text(json.dumps({"device": str(device), "peak_flops": peak, "seq_len": seq_len,
-                                         "batch": batch, "vocab": args.vocab_size, "results": results}, indent=2))
+                                         "batch": batch, "vocab": args.vocab_size, "results": results,
+                                         "components": components}, indent=2))
 
 
 if __name__ == "__main__":

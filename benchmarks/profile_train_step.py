@@ -109,7 +109,7 @@ def ours_step(preset: str, vocab: int, batch: int, seq_len: int, packed: Path, o
 
     cfg = PretrainConfig(data=str(packed), out=str(out), preset=preset, batch_size=batch, seq_len=seq_len,
                          max_steps=1000, warmup=2, save_every=0, eval_every=0, tensorboard=False, device="cpu",
-                         resume=False, **cfg_kw)
+                         resume=False, threads=torch.get_num_threads(), **cfg_kw)
     tr = Trainer(cfg)
     tr._setup()
     loader = StepLoader(tr.train_ds, tr.plan, tr.seq_len, tr.info.device)
@@ -138,8 +138,11 @@ def main() -> None:
     ap.add_argument("--warmup", type=int, default=1)
     ap.add_argument("--json", type=Path, default=None)
     ap.add_argument("--table", type=int, default=0, help="also print the N top ops by self time")
+    ap.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default: one per core)")
     args = ap.parse_args()
     os.environ.setdefault("DOMAINFM_PROGRESS", "0")
+    if args.threads:
+        torch.set_num_threads(args.threads)
     print(f"threads {torch.get_num_threads()} (interop {torch.get_num_interop_threads()}), "
           f"batch {args.batch_size} x seq {args.seq_len}, vocab {args.vocab_size}")
     results = {}
