@@ -72,3 +72,34 @@ def test_linear_cross_entropy_scales_by_the_incoming_gradient_and_handles_no_val
     assert loss.item() == 0.0 and not h.grad.any() and not w.grad.any()  # F.cross_entropy would give NaN
     with pytest.raises(ValueError, match="shapes"):
         linear_cross_entropy(h, w, t[:5])
+
+
+def test_pretrain_with_chunked_loss_equals_the_default_loss(packed_dir, micro_preset, tmp_path) -> None:  # noqa: ANN001
+    """`--chunked-loss` end to end: same losses, grad norms, val loss and weights as the default path."""
+    import json
+
+    from domainfm.code.train.config import PretrainConfig
+    from domainfm.code.train.trainer import Trainer
+    from domainfm.core.errors import UserError
+
+    def run(out, **kw):  # noqa: ANN001, ANN202
+        t = Trainer(PretrainConfig(data=str(packed_dir), out=str(out), preset=micro_preset, batch_size=2,
+                                   grad_accum=2, max_steps=3, warmup=1, lr=3e-3, save_every=0, eval_every=0,
+                                   eval_batches=1, tensorboard=False, seed=3, threads=1, device="cpu", **kw))
+        t._setup()
+        t._fit()
+        return t, [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+
+    plain, a = run(tmp_path / "plain")
+    chunked, b = run(tmp_path / "chunked", chunked_loss=True)
+    assert isinstance(chunked.model, ChunkedLMLoss) and not isinstance(plain.model, ChunkedLMLoss)
+    assert len(a) == len(b) == 3
+    for ra, rb in zip(a, b, strict=True):
+        assert ra["loss"] == pytest.approx(rb["loss"], rel=1e-5)
+        assert ra["grad_norm"] == pytest.approx(rb["grad_norm"], rel=1e-4)
+    assert a[-1]["val_loss"] == pytest.approx(b[-1]["val_loss"], rel=1e-5)
+    for p, q in zip(plain.raw.parameters(), chunked.raw.parameters(), strict=True):
+        torch.testing.assert_close(p, q, rtol=1e-4, atol=1e-5)  # atol: see test_mfu_optimizer.py
+    with pytest.raises(UserError, match="chunked-loss"):
+        Trainer(PretrainConfig(data=str(packed_dir), out=str(tmp_path / "c"), preset=micro_preset,
+                               chunked_loss=True, compile=True, device="cpu"))._setup()

@@ -48,6 +48,9 @@ class PretrainConfig:
         "help": "checkpoints as torch.distributed.checkpoint folders every process writes its shards into "
                 "(resumable on another number of processes); default: on with --fsdp"})
     threads: int = field(default=0, metadata={"help": "CPU threads per process (0 = torch's default)"})
+    chunked_loss: bool = field(default=False, metadata={
+        "help": "LM head + cross-entropy a chunk of tokens at a time, never the full (tokens, vocab) logits "
+                "(less memory, ~9% less CPU time on tiny's head); one process, no --compile"})
     tensorboard: bool = field(default=True, metadata={"help": "write TensorBoard events under OUT/tb"})
     resume: bool | None = field(default=None, metadata={"help": "continue from OUT's last checkpoint "
                                                         "(default: resume when one exists)"})

@@ -137,6 +137,13 @@ class Trainer:
         self.wrapped = wrap_model(self.raw, self.info, cfg.fsdp, init_from=init_from, from_checkpoint=from_dcp)
         del init_from
         self.model = torch.compile(self.wrapped, backend=cfg.compile_backend) if cfg.compile else self.wrapped
+        if cfg.chunked_loss:  # the same loss without the full-vocabulary logits (train/loss.py); it calls the
+            # decoder and the head itself, so only where nothing wraps the model (no DDP/FSDP, no compile)
+            from domainfm.code.train.loss import ChunkedLMLoss, supports_chunked_loss
+
+            if self.info.distributed or cfg.compile or not supports_chunked_loss(self.raw):
+                raise UserError("--chunked-loss needs one process, no --compile and a model with a linear LM head")
+            self.model = ChunkedLMLoss(self.raw)
 
         # weight decay on matrices only: biases and LayerNorm gains are not decayed (GPT-2/nanoGPT practice)
         params = [p for p in self.raw.parameters() if p.requires_grad]
