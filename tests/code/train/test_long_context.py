@@ -117,6 +117,21 @@ def test_stage_changes_theta_and_context_and_starts_from_the_base_weights(base_r
     assert all(torch.equal(base_sd[k], stage_sd[k]) for k in base_sd)
 
 
+def test_init_from_a_run_its_final_or_its_checkpoint(base_run: Path, micro_preset: str) -> None:
+    import torch
+
+    from domainfm.code.train.stages import base_state_dict, find_base
+
+    run = find_base(base_run)  # a run folder: its final/
+    assert run.weights == base_run / "final" and run.preset == micro_preset
+    ckpt = find_base(base_run / "checkpoints" / f"step_{BASE_STEPS:08d}")  # the base run's last checkpoint
+    assert ckpt.preset == micro_preset and rope_theta(ckpt.config) == rope_theta(run.config) == 1e5
+    a, b = base_state_dict(run), base_state_dict(ckpt)
+    assert set(a) == set(b) and all(torch.equal(a[k], b[k]) for k in a)  # final/ = the last checkpoint
+    with pytest.raises(UserError, match="no final/ folder and no checkpoint"):
+        find_base(base_run / "checkpoints")
+
+
 def _losses(out: Path) -> list[tuple]:
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     return [(r["step"], r["loss"], r.get("val_loss"), r["lr"]) for r in rows]
@@ -132,11 +147,17 @@ def test_stage_kill_9_then_rerun_equals_the_uninterrupted_stage(base_run: Path, 
     from domainfm.cli import main
 
     ref, cut = tmp_path / "ref", tmp_path / "cut"
-    assert main(_stage_args(base_run, long_packed, ref)) == 0  # uninterrupted, in this process
+    # uninterrupted, in this process, from a YAML config (the same settings as the flags below)
+    args = _stage_args(base_run, long_packed, ref)
+    flags = [a for a in args[2:] if a != "--no-tensorboard"]
+    keys = {a[2:].replace("-", "_"): v for a, v in zip(flags[::2], flags[1::2], strict=True) if a != "-o"}
+    (tmp_path / "stage.yaml").write_text("".join(f"{k}: {v}\n" for k, v in keys.items()) + "tensorboard: false\n")
+    assert main(["code", "pretrain-long-context", str(tmp_path / "stage.yaml"), "-o", str(ref)]) == 0
+    assert (ref / "config.yaml").is_file() and "rope_theta: 1000000.0" in (ref / "config.yaml").read_text()
     capsys.readouterr()
 
     p = cli_proc(_stage_args(base_run, long_packed, cut))
-    deadline = time.time() + 600
+    deadline = time.time() + 900
     while not (cut / "checkpoints" / "latest").exists():
         assert p.poll() is None, p.communicate()[1]
         assert time.time() < deadline
@@ -146,7 +167,7 @@ def test_stage_kill_9_then_rerun_equals_the_uninterrupted_stage(base_run: Path, 
     assert not (cut / "final").exists() and _losses(cut)[-1][0] < STAGE_STEPS
 
     p = cli_proc(_stage_args(base_run, long_packed, cut))  # the same command again: it resumes
-    _, err = p.communicate(timeout=600)
+    _, err = p.communicate(timeout=900)
     assert p.returncode == 0, err
     assert "resuming from" in err
     assert _losses(cut) == _losses(ref)  # losses, val losses and learning rates, bit for bit
