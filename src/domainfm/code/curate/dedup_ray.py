@@ -51,7 +51,7 @@ import numpy as np
 from domainfm.code.curate.dedup import NearResult, round_keys
 from domainfm.code.curate.minhash import _mix64
 
-# row tags of the common schema (every internal dataset has the columns of `_COLS`)
+# row tags of the common schema (every internal dataset after the exact job has the columns of `_rows`)
 NODE, EDGE, STAT, DUP = 0, 1, 2, 3
 # STAT rows: ``a`` = what is counted, ``b`` = the value (summed, or max for the *_MAX codes)
 STATS = {0: "candidates", 1: "verified", 2: "violations", 3: "near_clusters", 4: "rows_in", 5: "bytes_in",
