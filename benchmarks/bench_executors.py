@@ -79,9 +79,9 @@ def make_corpus(dest: Path, n_files: int) -> dict[str, Any]:
         found = [p for p in repo.rglob("*") if p.is_file()]
         if not found:
             continue
-        repo.rename(dest / repo.name)
         files += len(found)
         nbytes += sum(p.stat().st_size for p in found)
+        repo.rename(dest / repo.name)
     shutil.rmtree(every)
     return {"files": files, "bytes": nbytes, "repos": len(list(dest.iterdir()))}
 
@@ -90,12 +90,16 @@ HOLD = """
 import os, sys, logging
 os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
 import ray
-ray.init(num_cpus=int(sys.argv[1]), include_dashboard=False, logging_level=logging.ERROR, log_to_driver=False,
-         _temp_dir=sys.argv[2], object_store_memory=2**28)
+ray.init(address="local", num_cpus=int(sys.argv[1]), include_dashboard=False, logging_level=logging.ERROR,
+         log_to_driver=False, _temp_dir=sys.argv[2], object_store_memory=2**28,
+         _system_config={"worker_niceness": 0})  # as domainfm's own local instance (scale/ray_pool.py)
 print(ray.get_runtime_context().gcs_address, flush=True)
 sys.stdin.read()  # held until the benchmark closes our stdin
 ray.shutdown()
 """
+
+
+HOLDER: subprocess.Popen | None = None
 
 
 def start_cluster(tmp: Path, cpus: int) -> tuple[str, subprocess.Popen]:
@@ -123,21 +127,41 @@ def bench_curate(work: Path, corpus: Path, repeats: int, address: str) -> dict[s
         "ray_joined_cluster_2_cpus": ["--executor", "ray", "--ray-address", address],
     }
     times: dict[str, list[float]] = {k: [] for k in variants}
+    spans: dict[str, list[dict[str, float]]] = {k: [] for k in variants}
     hashes: dict[str, dict[str, str]] = {}
     for rep in range(repeats):
         for name, extra in variants.items():  # interleaved, so that load changes hit every variant alike
             out = work / f"curate_{name}_{rep}"
+            if HOLDER is not None and HOLDER.poll() is not None:
+                raise SystemExit(f"the benchmark's Ray instance exited ({HOLDER.returncode})")
             r = run(["code", "curate", str(corpus), "-o", str(out), *CURATE_FAST, *extra])
             times[name].append(r["wall_s"])
+            spans[name].append(stage_spans(out))
             hashes.setdefault(name, tree(out))
             shutil.rmtree(out)
-            print(f"  curate {name} #{rep}: {r['wall_s']:.1f}s", flush=True)
+            print(f"  curate {name} #{rep}: {r['wall_s']:.1f}s {spans[name][-1]}", flush=True)
     med = {k: statistics.median(v) for k, v in times.items()}
     base = med["local_2_workers"]
     ref = hashes["local_2_workers"]
+    stage_med = {k: {st: statistics.median(x[st] for x in v) for st in v[0]} for k, v in spans.items()}
+    sharded = {k: v["start_to_s1"] + v["s3"] for k, v in stage_med.items()}
     return {"wall_s": times, "median_s": med,
             "overhead_pct": {k: round(100 * (v / base - 1), 1) for k, v in med.items() if k != "local_2_workers"},
+            "stage_spans_s": spans, "stage_median_s": stage_med,
+            # the sharded stages (s1 incl. the executor's start, s3): what the executor contract runs
+            "sharded_stages_overhead_pct": {k: round(100 * (v / sharded["local_2_workers"] - 1), 1)
+                                            for k, v in sharded.items() if k != "local_2_workers"},
             "outputs_identical": {k: h == ref for k, h in hashes.items()}, "n_output_files": len(ref)}
+
+
+def stage_spans(out: Path) -> dict[str, float]:
+    """Seconds per curate stage from the completion markers' times: plan -> last s1 marker (the executor's
+    start included), -> s2 marker (global dedup), -> last s3 marker."""
+    w = out / ".work"
+    t = {st: max(p.stat().st_mtime for p in (w / st / "completions").glob("*.json")) for st in ("s1", "s2", "s3")}
+    t0 = (w / "plan.json").stat().st_mtime
+    return {"start_to_s1": round(t["s1"] - t0, 2), "s2": round(t["s2"] - t["s1"], 2),
+            "s3": round(t["s3"] - t["s2"], 2)}
 
 
 def curate_unit_costs(work: Path, corpus: Path, info: dict[str, Any]) -> dict[str, Any]:
@@ -212,6 +236,8 @@ def main(argv: list[str] | None = None) -> int:
         results["corpus"] = make_corpus(corpus, args.files)
         print(f"corpus: {results['corpus']}", flush=True)
         address, holder = start_cluster(ray_tmp, 2)
+        global HOLDER
+        HOLDER = holder
         results["curate"] = bench_curate(work, corpus, args.repeats, address)
         results["curate_per_file"] = curate_unit_costs(work, corpus, results["corpus"])
         if not args.skip_slides and data:

@@ -1,8 +1,8 @@
 """The ``ray`` executor: every call of `WorkerPool.map_unordered` is one Ray task.
 
 * ``address`` given (``--ray-address HOST:6379`` or ``auto``): join that cluster and leave it running.
-  Otherwise reuse the Ray instance this process already has, or start a local one with `workers` CPUs
-  (stopped again by `close`, and its session folder removed).
+  Otherwise reuse the Ray instance this process already has, or start a new local one with `workers`
+  CPUs (stopped again by `close`, and its session folder removed).
 * A task whose worker process dies (kill -9, OOM killer, a node lost) is run again, up to
   ``max_retries`` times; an exception raised by the task itself is not retried (it would fail again)
   and comes back in its `Outcome`, unwrapped from Ray's `RayTaskError`.
@@ -29,6 +29,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from domainfm.core.errors import UserError
 from domainfm.core.executor import EXECUTORS, Outcome, ShardedExecutor, WorkerPool
 from domainfm.core.progress import get_logger
 
@@ -85,13 +86,19 @@ class RayPool(WorkerPool):
                                   "log_to_driver": False, "configure_logging": True}
         if self.address:
             log.info("joining the Ray cluster at %s", self.address)
-            ray.init(address=self.address, **common)
+            try:
+                ray.init(address=self.address, **common)
+            except ConnectionError as exc:
+                raise UserError(f"--ray-address {self.address}: {' '.join(str(exc).split())}") from None
         else:
             tmp = Path(self.temp_dir) if self.temp_dir else default_temp_dir()
             tmp.mkdir(parents=True, exist_ok=True)
             log.info("starting a local Ray instance with %d CPUs under %s", self.workers, tmp)
-            ray.init(num_cpus=self.workers, object_store_memory=self.object_store_mb * 2**20,
-                     _temp_dir=str(tmp), **common)
+            # address="local": a new instance, never one found on this machine (RAY_ADDRESS, a running
+            # `ray start`); workers at this process's priority, not Ray's default +15 (as the local
+            # executor's processes: a `nice`d command stays nice, a busy machine is shared alike)
+            ray.init(address="local", num_cpus=self.workers, object_store_memory=self.object_store_mb * 2**20,
+                     _temp_dir=str(tmp), _system_config={"worker_niceness": 0}, **common)
             self._own = True
             with contextlib.suppress(Exception):  # private API; only used to clean up after ourselves
                 self._session_dir = ray._private.worker._global_node.get_session_dir_path()
