@@ -1,9 +1,9 @@
 """Peak memory of the offline `final/` export from a sharded (DCP) checkpoint, streamed vs gathered.
 
-    .venv/bin/python benchmarks/bench_dcp_export.py --preset base --shard-mb 64 [--work /tmp/dcp_bench]
+    .venv/bin/python benchmarks/bench_dcp_export.py --preset base --shard-mb 64 [--layers 24] [--work DIR]
 
 Writes a sharded checkpoint (weights + AdamW moments, as `pretrain --fsdp` does) of a freshly initialised
-preset, then measures in separate child processes (peak RSS = `ru_maxrss` of the child):
+preset, then measures in separate child processes (peak RSS = the child's VmHWM, Linux):
   imports   the interpreter with torch + transformers imported (the floor every variant pays);
   streamed  `dcp_export.write_safetensors` (what `domainfm code export-checkpoint` runs), `--shard-mb` files;
   gathered  the whole model read from the checkpoint, then `save_pretrained` (what a gather-then-save does).
@@ -45,18 +45,25 @@ cfg = AutoConfig.for_model(**json.loads((ckpt / "model_config.json").read_text()
 unsharded_model(cfg, read_tensors(ckpt)).save_pretrained(dest)
 """,
 }
-PEAK = "\nimport resource; print('PEAK_KB', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)\n"
+# VmHWM (peak resident set of this process image): unlike ru_maxrss it is not inherited across fork + exec
+# from the parent, which holds the model it just saved
+PEAK = """
+for line in open("/proc/self/status"):
+    if line.startswith("VmHWM:"):
+        print("PEAK_KB", line.split()[1])
+"""
 
 
-def make_checkpoint(preset: str, path: Path) -> int:
-    """A DCP folder like `sharded.save_sharded` writes (one process); returns the model's bytes."""
+def make_checkpoint(preset: str, path: Path, layers: int = 0) -> int:
+    """A DCP folder like `sharded.save_sharded` writes (one process); returns the model's bytes.
+    `layers` > 0 overrides the preset's depth (same width: the largest tensor stays the same)."""
     import torch
     import torch.distributed.checkpoint as dcp
     from torch.distributed.checkpoint.state_dict import get_state_dict
 
     from domainfm.code.model.build import build_model
 
-    model = build_model(preset, device="cpu")
+    model = build_model(preset, device="cpu", **({"num_hidden_layers": layers} if layers else {}))
     opt = torch.optim.AdamW(model.parameters())
     model_sd, optim_sd = get_state_dict(model, opt)  # initialises the AdamW moments (zeros)
     dcp.save({"model": model_sd, "optim": optim_sd}, storage_writer=dcp.FileSystemWriter(path), no_dist=True)
@@ -76,17 +83,18 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--preset", default="base")
     ap.add_argument("--shard-mb", type=float, default=64.0)
+    ap.add_argument("--layers", type=int, default=0, help="override the preset's number of layers")
     ap.add_argument("--work", type=Path, default=Path("/tmp/domainfm_dcp_bench"))
     a = ap.parse_args()
     shutil.rmtree(a.work, ignore_errors=True)
     ckpt = a.work / "ckpt"
-    model_bytes = make_checkpoint(a.preset, ckpt)
+    model_bytes = make_checkpoint(a.preset, ckpt, a.layers)
     floor, _ = run_child("imports", [])
     streamed, t_s = run_child("streamed", [str(ckpt), str(a.work / "streamed"), str(a.shard_mb)])
     gathered, t_g = run_child("gathered", [str(ckpt), str(a.work / "gathered")])
     ckpt_mb = sum(f.stat().st_size for f in ckpt.iterdir()) / 2**20
     print(json.dumps({
-        "preset": a.preset, "model_mb": round(model_bytes / 2**20, 1), "checkpoint_mb": round(ckpt_mb, 1),
+        "preset": a.preset, "layers": a.layers or None, "model_mb": round(model_bytes / 2**20, 1), "checkpoint_mb": round(ckpt_mb, 1),
         "shard_mb": a.shard_mb, "n_files": len(list((a.work / "streamed").glob("*.safetensors"))),
         "peak_rss_mb": {"imports": round(floor), "streamed": round(streamed), "gathered": round(gathered)},
         "above_imports_mb": {"streamed": round(streamed - floor), "gathered": round(gathered - floor)},
