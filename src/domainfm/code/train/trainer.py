@@ -149,7 +149,7 @@ class Trainer:
         params = [p for p in self.raw.parameters() if p.requires_grad]
         groups = [{"params": [p for p in params if p.dim() >= 2], "weight_decay": cfg.weight_decay},
                   {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
-        # fused AdamW: one kernel per tensor instead of ~10 elementwise passes; on CPU ~9x less optimizer time
+        # fused AdamW: one kernel per tensor instead of ~10 elementwise passes; on CPU 5-8x less optimizer time
         # than torch's default there (the per-tensor for-loop; benchmarks/bench_train.py, "components").
         # Not for FSDP on CPU: its DTensor shards go through the default path (the fused CPU kernel is
         # untested on them)
