@@ -2,7 +2,8 @@
 
 Checks what a user relies on: the sharded run computes the same losses as one process with the same
 global batch, the exported `final/` is an ordinary transformers folder holding the trained weights, and a
-run whose processes are all killed with SIGKILL resumes from its sharded (DCP) checkpoint to the same losses.
+run whose processes are all killed with SIGKILL (mid-step, then mid-save) resumes from its sharded (DCP)
+checkpoint to the same losses.
 """
 
 from __future__ import annotations
@@ -13,19 +14,39 @@ from pathlib import Path
 import pytest
 
 STEPS = 8  # conftest.FSDP_STEPS: the length of the shared `fsdp_run`
-# the monkeypatch makes every rank SIGKILL itself when it starts step DIE_AT + 1 (after checkpoint 3)
+# the monkeypatches make every rank SIGKILL itself either when it starts step DIE_AT + 1, or in the save of
+# checkpoint DIE_IN_SAVE after all shards and `.metadata` are written, before rank 0 renames the folder into
+# place (the commit of a sharded checkpoint, `sharded.save_sharded`)
 DYING = """
 import os, signal, sys
+import torch.distributed.checkpoint as dcp
+from domainfm.code.train import sharded
 from domainfm.code.train.trainer import Trainer
 
-_step = Trainer._train_step
+_step, _save, _barrier, _commit, dying = Trainer._train_step, dcp.save, sharded._barrier, sharded.commit, []
 
-def _dying(self, batches):
-    if self.step == int(os.environ["DIE_AT"]):
+def step(self, batches):
+    if self.step == int(os.environ.get("DIE_AT", -1)):
         os.kill(os.getpid(), signal.SIGKILL)
     return _step(self, batches)
 
-Trainer._train_step = _dying
+def save(state, *, storage_writer, **kw):
+    out = _save(state, storage_writer=storage_writer, **kw)
+    if str(storage_writer.path).endswith("step_%08d" % int(os.environ.get("DIE_IN_SAVE", -1))):
+        dying.append(True)
+    return out
+
+def barrier(info):
+    if dying and info.rank != 0:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return _barrier(info)
+
+def commit(*a, **kw):
+    if dying:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return _commit(*a, **kw)
+
+Trainer._train_step, dcp.save, sharded._barrier, sharded.commit = step, save, barrier, commit
 from domainfm.cli import main
 sys.exit(main(sys.argv[1:]))
 """
@@ -93,9 +114,19 @@ def test_fsdp_killed_then_resumed_reproduces_the_uninterrupted_run(fsdp_run: Pat
     assert not (out / "final").exists()
     assert (out / "checkpoints" / "latest").read_text().strip() == "step_00000003"
 
-    res = torchrun(["-m", "domainfm", *args])  # the same command again: resumes from step 3, drops the logged steps 4-5
+    # the same command again resumes from step 3; this time every rank dies inside the save of step 6
+    res = torchrun([str(script), *args], env_extra={"DIE_IN_SAVE": "6"})
+    assert res.returncode != 0 and "resuming from" in res.stderr
+    tmp = out / "checkpoints" / ".tmp-step_00000006"
+    # all shards of step 6 are on disk, yet nothing names them a checkpoint: a rerun must ignore them
+    assert {".metadata", "__0_0.distcp", "__1_0.distcp"} <= {p.name for p in tmp.iterdir()}
+    assert not (out / "checkpoints" / "step_00000006").exists()
+    assert (out / "checkpoints" / "latest").read_text().strip() == "step_00000003"
+
+    res = torchrun(["-m", "domainfm", *args])  # and again: resumes from step 3, drops the logged steps 4-6
     assert res.returncode == 0, res.stderr[-3000:]
-    assert "resuming from" in res.stderr
+    assert "resuming from" in res.stderr and "step_00000003" in res.stderr
+    assert not tmp.exists()  # swept by the next save
     strip = ("tokens_per_s", "elapsed_s")
     assert [{k: v for k, v in r.items() if k not in strip} for r in rows(out)] == \
            [{k: v for k, v in r.items() if k not in strip} for r in rows(fsdp_run)]
