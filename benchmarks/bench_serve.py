@@ -241,6 +241,8 @@ def main() -> None:
                     help="torch/OpenMP threads of every system (1: on a shared, oversubscribed machine OpenMP's "
                          "spinning barriers make 2 threads up to 80x slower than 1)")
     args = ap.parse_args()
+    # SIGTERM runs the `finally` blocks below: the (possibly SIGSTOPped) servers are resumed and ended
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     import torch
 
     torch.set_num_threads(args.threads)  # the sequential baseline, in this process
