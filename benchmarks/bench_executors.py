@@ -35,6 +35,8 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
+# the TCGA fixture's metadata has no resolution: 0.5 um/px assumed (used only when a slide records none)
+MPP = ["--slide-mpp", "0.5"]
 CURATE_FAST = ["--no-humaneval", "--mbpp", "none", "--decontam-benchmarks", "none"]
 
 
@@ -54,12 +56,20 @@ def run(args: list[str], env: dict[str, str] | None = None) -> dict[str, Any]:
     return {"wall_s": round(wall, 3), "cpu_s": round(cpu, 3), "peak_rss_mb": round(ru.ru_maxrss / 1024, 1)}
 
 
+RUN_KEYS = (b"out:", b"output:", b"workers:", b"executor:", b"ray_address:")
+
+
 def tree(root: Path, skip: tuple[str, ...] = (".work",)) -> dict[str, str]:
+    """sha256 per output file; stats.json and summary.csv (paths, seconds) left out, config.yaml without
+    the keys that name the run (folder, executor, workers)."""
     out = {}
     for p in sorted(root.rglob("*")):
         rel = p.relative_to(root)
         if p.is_file() and rel.parts[0] not in skip and p.name not in ("stats.json", "summary.csv"):
-            out[str(rel)] = hashlib.sha256(p.read_bytes()).hexdigest()
+            data = p.read_bytes()
+            if p.name == "config.yaml":
+                data = b"".join(x for x in data.splitlines(True) if not x.startswith(RUN_KEYS))
+            out[str(rel)] = hashlib.sha256(data).hexdigest()
     return out
 
 
@@ -124,8 +134,9 @@ def bench_curate(work: Path, corpus: Path, repeats: int, address: str) -> dict[s
     variants = {
         "local_2_workers": ["--workers", "2"],
         "ray_local_instance_2_cpus": ["--executor", "ray", "--workers", "2"],
-        "ray_joined_cluster_2_cpus": ["--executor", "ray", "--ray-address", address],
     }
+    if address:
+        variants["ray_joined_cluster_2_cpus"] = ["--executor", "ray", "--ray-address", address]
     times: dict[str, list[float]] = {k: [] for k in variants}
     spans: dict[str, list[dict[str, float]]] = {k: [] for k in variants}
     hashes: dict[str, dict[str, str]] = {}
@@ -185,7 +196,7 @@ def bench_slides(work: Path, slides: list[Path], address: str, repeats: int) -> 
     per_slide = []
     for s in slides:
         t_out, f_out = work / f"tile_{s.stem}", work / f"feat_{s.stem}"
-        t = run(["pathology", "tile", str(s), "-o", str(t_out)])
+        t = run(["pathology", "tile", str(s), "-o", str(t_out), *MPP])
         rows = (t_out / "summary.csv").read_text().splitlines()
         n_tiles = int(rows[1].split(",")[2])
         f = run(["pathology", "extract", "--encoder", "resnet18", "--tiles", str(t_out), "-o", str(f_out),
@@ -195,14 +206,15 @@ def bench_slides(work: Path, slides: list[Path], address: str, repeats: int) -> 
                           "extract_resnet18_224": {**f, "bytes_written": size(f_out)}})
         print(f"  {s.name}: {n_tiles} tiles, tile {t['cpu_s']:.1f} cpu-s, extract {f['cpu_s']:.1f} cpu-s",
               flush=True)
-    variants = {"local_2_workers": ["--workers", "2"], "ray_joined_cluster_2_cpus": [
-        "--executor", "ray", "--ray-address", address]}
+    ray_name = "ray_joined_cluster_2_cpus" if address else "ray_local_instance_2_cpus"
+    variants = {"local_2_workers": ["--workers", "2"], ray_name: (
+        ["--executor", "ray", "--ray-address", address] if address else ["--executor", "ray", "--workers", "2"])}
     times: dict[str, list[float]] = {k: [] for k in variants}
     hashes = {}
     for rep in range(repeats):
         for name, extra in variants.items():
             out = work / f"tile_all_{name}_{rep}"
-            r = run(["pathology", "tile", *map(str, slides), "-o", str(out), *extra])
+            r = run(["pathology", "tile", *map(str, slides), "-o", str(out), *MPP, *extra])
             times[name].append(r["wall_s"])
             hashes.setdefault(name, tree(out))
             shutil.rmtree(out)
@@ -210,8 +222,8 @@ def bench_slides(work: Path, slides: list[Path], address: str, repeats: int) -> 
     med = {k: statistics.median(v) for k, v in times.items()}
     return {"per_slide": per_slide, "tile_batch": {
         "wall_s": times, "median_s": med,
-        "overhead_pct": round(100 * (med["ray_joined_cluster_2_cpus"] / med["local_2_workers"] - 1), 1),
-        "outputs_identical": hashes["ray_joined_cluster_2_cpus"] == hashes["local_2_workers"]}}
+        "overhead_pct": round(100 * (med[ray_name] / med["local_2_workers"] - 1), 1),
+        "outputs_identical": hashes[ray_name] == hashes["local_2_workers"]}}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -221,6 +233,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--slide-repeats", type=int, default=2)
     ap.add_argument("--skip-slides", action="store_true")
+    ap.add_argument("--join", action="store_true", help="also time joining a running instance (--ray-address)")
     args = ap.parse_args(argv)
     data = os.environ.get("DOMAINFM_DATA")
     out = Path(args.out)
@@ -234,22 +247,29 @@ def main(argv: list[str] | None = None) -> int:
     try:
         corpus = work / "corpus"
         results["corpus"] = make_corpus(corpus, args.files)
+        # about 8 shards, so that 2 workers have shards to share (the default 2,000 files would be one)
+        CURATE_FAST.extend(["--files-per-shard", str(max(20, results["corpus"]["files"] // 8))])
         print(f"corpus: {results['corpus']}", flush=True)
-        address, holder = start_cluster(ray_tmp, 2)
-        global HOLDER
-        HOLDER = holder
+        address = ""
+        if args.join:
+            address, holder = start_cluster(ray_tmp, 2)
+            global HOLDER
+            HOLDER = holder
         results["curate"] = bench_curate(work, corpus, args.repeats, address)
         results["curate_per_file"] = curate_unit_costs(work, corpus, results["corpus"])
         if not args.skip_slides and data:
             slides = sorted((Path(data) / "pathology" / "slides").glob("*.svs"))
             results["slides"] = bench_slides(work, slides, address, args.slide_repeats)
+    except SystemExit as exc:
+        results["error"] = str(exc)[-2000:]
+        print(results["error"], flush=True)
     finally:
         if holder is not None:
             stop_cluster(holder, ray_tmp)
         shutil.rmtree(work, ignore_errors=True)
     results["load_avg_end"] = os.getloadavg()
     (out / "results.json").write_text(json.dumps(results, indent=1))
-    print(json.dumps({k: results[k] for k in ("corpus", "curate")}, indent=1))
+    print(json.dumps({k: results.get(k) for k in ("corpus", "curate", "curate_per_file")}, indent=1))
     print(f"results: {out / 'results.json'}")
     return 0
 
