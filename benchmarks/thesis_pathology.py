@@ -53,7 +53,7 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--probe-train-per-class", type=int, default=4000, help="probe/bag train tiles per class")
     ap.add_argument("--probe-test-per-class", type=int, default=0, help="valid tiles per class (0 = all 1,500)")
     ap.add_argument("--models", default="meanpool,maxpool,chowder,abmil,dsmil")
-    ap.add_argument("--n-bags", type=int, default=160)
+    ap.add_argument("--n-bags", type=int, default=100, help="CV bags; 100 x 40 tiles fit the 4,000 tiles per class of the probe")
     ap.add_argument("--ext-bags", type=int, default=36)
     ap.add_argument("--bag-size", type=int, default=40)
     ap.add_argument("--positive-fraction", type=float, nargs=2, default=(0.01, 0.25))
@@ -234,7 +234,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def main() -> None:
-    run(parser().parse_args())
+    from domainfm.core.errors import UserError
+
+    try:
+        run(parser().parse_args())
+    except UserError as e:  # a user error is one line and a non-zero exit, as in the CLI
+        sys.exit(f"thesis_pathology: error: {e}")
 
 
 if __name__ == "__main__":
