@@ -27,6 +27,7 @@ import json
 import statistics
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -118,6 +119,25 @@ def _thread_cpu_s(fn: object, repeats: int) -> list[float]:
     return out
 
 
+def bare_step(preset: str, vocab: int, batch: int, seq_len: int) -> Callable[[], None]:
+    """One bare transformers training step on a fixed batch: model(x, labels=x), backward, AdamW."""
+    from domainfm.code.model import build_model
+
+    torch.manual_seed(0)
+    model = build_model(preset, vocab_size=vocab, device="cpu")
+    model.config.use_cache = False
+    model.train()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, betas=(0.9, 0.95), weight_decay=0.1)
+    x = torch.randint(0, vocab, (batch, seq_len))
+
+    def step() -> None:
+        model(input_ids=x, labels=x).loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    return step
+
+
 def component_ratios(preset: str, vocab: int, batch: int, seq_len: int, repeats: int,
                      packed: Path, out: Path) -> dict[str, float]:
     """Single-threaded CPU seconds of one step: bare vs ours (`Trainer._train_step`: the loop without its
@@ -134,17 +154,7 @@ def component_ratios(preset: str, vocab: int, batch: int, seq_len: int, repeats:
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        torch.manual_seed(0)
-        bare = build_model(preset, vocab_size=vocab, device="cpu")
-        bare.config.use_cache = False
-        bare_opt = torch.optim.AdamW(bare.parameters(), lr=1e-4, betas=(0.9, 0.95), weight_decay=0.1)
-        x = torch.randint(0, vocab, (batch, seq_len))
-
-        def bare_step() -> None:
-            bare(input_ids=x, labels=x).loss.backward()
-            bare_opt.step()
-            bare_opt.zero_grad(set_to_none=True)
-
+        bare = bare_step(preset, vocab, batch, seq_len)
         tr = Trainer(PretrainConfig(data=str(packed), out=str(out), preset=preset, batch_size=batch,
                                     seq_len=seq_len, max_steps=1000, warmup=2, save_every=0, eval_every=0,
                                     tensorboard=False, device="cpu", resume=False, threads=1))
@@ -156,7 +166,7 @@ def component_ratios(preset: str, vocab: int, batch: int, seq_len: int, repeats:
         def ours_step() -> None:
             tr._train_step(batches)
 
-        bare_step()
+        bare()
         ours_step()
         torch.manual_seed(0)
         model = build_model(preset, vocab_size=vocab, device="cpu")
@@ -180,14 +190,14 @@ def component_ratios(preset: str, vocab: int, batch: int, seq_len: int, repeats:
 
         a, b = torch.randn(2048, 2048), torch.randn(2048, 2048)
         peak1 = 2 * 2048**3 / min(_thread_cpu_s(lambda: a @ b, 5))  # one core's fp32 matmul FLOP per CPU second
-        fns = {"step_bare": bare_step, "step_ours": ours_step, "adamw_default": opts["default"].step, "adamw_fused": opts["fused"].step,
+        fns = {"step_bare": bare, "step_ours": ours_step, "adamw_default": opts["default"].step, "adamw_fused": opts["fused"].step,
                "head_ce_plain": lambda: head(False), "head_ce_chunked": lambda: head(True)}
         times: dict[str, list[float]] = {k: [] for k in fns}
         for _ in range(repeats):  # interleaved
             for k, fn in fns.items():
                 times[k] += _thread_cpu_s(fn, 1)
         out = {k: statistics.median(v) for k, v in times.items()}
-        flops = 6 * flops_params(bare) * batch * seq_len  # per step, the 6N rule
+        flops = 6 * flops_params(model) * batch * seq_len  # per step, the 6N rule
         out.update(peak_1thread=peak1, mfu_bare=flops / out["step_bare"] / peak1,
                    mfu_ours=flops / out["step_ours"] / peak1)
         return out

@@ -33,7 +33,7 @@ from typing import Any
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from bench_train import write_packed  # noqa: E402
+from bench_train import bare_step, write_packed  # noqa: E402
 
 MATMULS = {"aten::mm", "aten::addmm", "aten::bmm", "aten::matmul", "aten::linear", "aten::baddbmm"}
 RANGES = {"Optimizer.step": "optimizer", "Optimizer.zero_grad": "optimizer", "clip_grad": "grad clip",
@@ -82,24 +82,6 @@ def profile(step_fn: Any, warmup: int, steps: int) -> Any:
         for _ in range(steps):
             step_fn()
     return prof
-
-
-def bare_step(preset: str, vocab: int, batch: int, seq_len: int) -> Any:
-    from domainfm.code.model import build_model
-
-    torch.manual_seed(0)
-    model = build_model(preset, vocab_size=vocab, device="cpu")
-    model.config.use_cache = False
-    model.train()
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, betas=(0.9, 0.95), weight_decay=0.1)
-    x = torch.randint(0, vocab, (batch, seq_len))
-
-    def step() -> None:
-        model(input_ids=x, labels=x).loss.backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-
-    return step
 
 
 def ours_step(preset: str, vocab: int, batch: int, seq_len: int, packed: Path, out: Path, **cfg_kw: Any) -> Any:
