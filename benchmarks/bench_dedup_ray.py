@@ -24,7 +24,6 @@ import os
 import resource
 import shutil
 import sys
-import sysconfig
 import tempfile
 import time
 from pathlib import Path
@@ -34,16 +33,9 @@ import numpy as np
 
 def collect(n: int, seed: int = 0) -> list[tuple[str, str, str]]:
     """(repository, path, text) of up to `n` real source files, seeded sample, duplicates kept."""
-    from domainfm.code.curate.languages import detect_language
+    from bench_near_dedup import source_paths, source_roots
 
-    roots = [Path(sysconfig.get_paths(vars={"base": sys.base_prefix, "platbase": sys.base_prefix})["stdlib"]),
-             Path(sysconfig.get_paths()["purelib"])]
-    paths = []
-    for root in roots:
-        for dirpath, dirnames, filenames in os.walk(root):
-            dirnames[:] = sorted(d for d in dirnames if d != "__pycache__"
-                                 and not (d == "site-packages" and root == roots[0]))
-            paths += [(root, Path(dirpath) / f) for f in sorted(filenames) if detect_language(f) is not None]
+    roots, paths = source_roots(), source_paths()
     idx = np.sort(np.random.default_rng(seed).choice(len(paths), min(len(paths), int(n * 1.2)), replace=False))
     out = []
     for i in idx:

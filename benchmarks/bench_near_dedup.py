@@ -53,16 +53,27 @@ def cpu_seconds() -> float:
     return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
 
 
-def collect(max_files: int, seed: int = 0) -> list[str]:
-    """Source files of known languages under the roots; a seeded subset of paths when max_files > 0."""
-    roots = [Path(sysconfig.get_paths(vars={"base": sys.base_prefix, "platbase": sys.base_prefix})["stdlib"]),
-             Path(sysconfig.get_paths()["purelib"])]
+def source_roots() -> list[Path]:
+    """The standard library, then this environment's site-packages."""
+    return [Path(sysconfig.get_paths(vars={"base": sys.base_prefix, "platbase": sys.base_prefix})["stdlib"]),
+            Path(sysconfig.get_paths()["purelib"])]
+
+
+def source_paths() -> list[tuple[Path, Path]]:
+    """(root, path) of every file of a known language under `source_roots()`, in a stable order."""
+    roots = source_roots()
     paths = []
     for root in roots:
         for dirpath, dirnames, filenames in os.walk(root):
             dirnames[:] = sorted(d for d in dirnames if d != "__pycache__"
                                  and not (d == "site-packages" and root == roots[0]))
-            paths += [Path(dirpath) / f for f in sorted(filenames) if detect_language(f) is not None]
+            paths += [(root, Path(dirpath) / f) for f in sorted(filenames) if detect_language(f) is not None]
+    return paths
+
+
+def collect(max_files: int, seed: int = 0) -> list[str]:
+    """Source files of known languages under the roots; a seeded subset of paths when max_files > 0."""
+    paths = [p for _, p in source_paths()]
     if max_files and len(paths) > max_files * 1.3:  # a margin for duplicates and undecodable files
         idx = np.sort(np.random.default_rng(seed).choice(len(paths), int(max_files * 1.3), replace=False))
         paths = [paths[i] for i in idx]
