@@ -9,7 +9,7 @@ length"), so the long-context theta of each size is the `rope_theta` of its publ
 `starcoder2-*` presets, checked by tests/code/model/test_presets.py).
 
 A stage run starts from a finished base run (`--init-from BASE_RUN`: its `final/` folder, else its newest
-checkpoint), rewrites the model config (`rope_theta`, `max_position_embeddings`, optionally
+checkpoint, full `state.pt` or sharded DCP folder of an FSDP run), rewrites the model config (`rope_theta`, `max_position_embeddings`, optionally
 `sliding_window`), loads the base weights unchanged and trains on data packed at the longer length
 (`code pack --seq-len 16384`). Everything else is the ordinary trainer: its checkpoints, its resume after
 kill -9 (the stage's own checkpoints take precedence over `--init-from`), its export.
@@ -24,7 +24,7 @@ from typing import Any
 
 import yaml
 
-from domainfm.code.train.checkpoint import latest_checkpoint
+from domainfm.code.train.checkpoint import is_complete, latest_checkpoint
 from domainfm.code.train.stage_config import RECIPES, STAGE_DIR, STAGE_KEYS, LongContextConfig, StageSpec
 from domainfm.code.train.trainer import Trainer
 from domainfm.core.errors import UserError
@@ -36,8 +36,13 @@ class BaseRun:
     """What the stage starts from: the base model's transformers config and where its weights are."""
 
     config: Any
-    weights: Path  # a final/ folder (save_pretrained) or a checkpoint folder holding state.pt
+    weights: Path  # a final/ folder (save_pretrained), a checkpoint folder holding state.pt, or a sharded one
     preset: str | None  # the base run's preset name, when its config.yaml records one
+
+    @property
+    def sharded(self) -> bool:
+        """A torch.distributed.checkpoint folder (`sharded.py`): `.metadata` + one `.distcp` per writer."""
+        return (self.weights / ".metadata").is_file()
 
 
 def find_base(init_from: str | Path) -> BaseRun:
@@ -50,21 +55,20 @@ def find_base(init_from: str | Path) -> BaseRun:
     run = p
     if (p / "config.json").is_file():  # a final/ folder
         weights, run = p, p.parent
-    elif (p / "state.pt").is_file():  # a checkpoint folder OUT/checkpoints/step_N
+    elif is_complete(p):  # a checkpoint folder OUT/checkpoints/step_N, full (state.pt) or sharded (DCP)
         weights, run = p, p.parent.parent
     elif (p / "final" / "config.json").is_file():
         weights = p / "final"
-    elif (ckpt := latest_checkpoint(p)) is not None and (ckpt / "state.pt").is_file():
+    elif (ckpt := latest_checkpoint(p)) is not None:
         weights = ckpt
-    elif ckpt is not None:
-        raise UserError(f"--init-from {p}: its newest checkpoint {ckpt.name} is sharded; let the base run finish "
-                        "(its final/ folder) or give a full checkpoint")
     else:
         raise UserError(f"--init-from {p}: no final/ folder and no checkpoint; is it a `code pretrain` run?")
     base_cfg = _read_yaml(run / "config.yaml")
     preset = base_cfg.get("preset") if isinstance(base_cfg.get("preset"), str) else None
     if (weights / "config.json").is_file():
         config = AutoConfig.from_pretrained(weights)
+    elif (weights / ".metadata").is_file():  # sharded: the writer saved the model config next to the shards
+        config, preset = _sharded_base_config(weights, preset)
     else:  # a checkpoint: its run's config names the preset; the embedding gives the vocabulary
         import torch
 
@@ -79,6 +83,25 @@ def find_base(init_from: str | Path) -> BaseRun:
         raise UserError(f"--init-from {p}: a {getattr(config, 'model_type', '?')} model; the long-context stage "
                         "changes RoPE, which only the StarCoder2 family uses")
     return BaseRun(config, weights, preset)
+
+
+def _sharded_base_config(ckpt: Path, preset: str | None) -> tuple[Any, str | None]:
+    """(transformers config, preset) of a sharded checkpoint: its `model_config.json` (the exact config it was
+    trained with, `sharded.save_sharded`), else its run's preset with the vocabulary of the stored embedding."""
+    from transformers import AutoConfig
+
+    from domainfm.code.train.checkpoint import load_checkpoint
+    from domainfm.code.train.dcp_export import checkpoint_tensors
+    from domainfm.code.train.trainer import model_config_for
+
+    run_cfg = load_checkpoint(ckpt).get("config") or {}  # trainer.pt only: no weights are read here
+    preset = run_cfg.get("preset", preset)
+    if (ckpt / "model_config.json").is_file():
+        return AutoConfig.from_pretrained(ckpt / "model_config.json"), preset
+    emb = next((v for k, v in checkpoint_tensors(ckpt).items() if k.endswith("embed_tokens.weight")), None)
+    if emb is None or not preset:
+        raise UserError(f"--init-from {ckpt}: a sharded checkpoint without model_config.json, embedding or preset")
+    return model_config_for(preset, int(emb.size[0])), preset
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:
@@ -151,9 +174,14 @@ def prepare(cfg: LongContextConfig) -> BaseRun:
 
 
 def base_state_dict(base: BaseRun) -> dict[str, Any]:
-    """The base weights as a state dict (tied embeddings included under both names)."""
+    """The base weights as a full state dict (tied embeddings included under both names), in this process
+    alone (a sharded checkpoint is stitched from every writer's chunks by `dcp.load`, no process group)."""
     import torch
 
+    if base.sharded:
+        from domainfm.code.train.dcp_export import read_tensors
+
+        return read_tensors(base.weights)
     if (base.weights / "state.pt").is_file():
         return torch.load(base.weights / "state.pt", map_location="cpu", weights_only=False)["model"]
     from transformers import AutoModelForCausalLM
@@ -175,6 +203,9 @@ class LongContextTrainer(Trainer):
             self._load_base_weights()
 
     def _load_base_weights(self) -> None:
+        if self.base.sharded:
+            load_sharded_weights(self.base.weights, self.raw, self.info)
+            return
         sd = base_state_dict(self.base)
         if self.cfg.fsdp and self.info.distributed:  # every rank takes its shards of the full state dict
             from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
@@ -186,6 +217,30 @@ class LongContextTrainer(Trainer):
             if set(missing) - tied or unexpected:
                 raise UserError(f"{self.base.weights}: weights do not fit the stage's model (missing "
                                 f"{sorted(set(missing) - tied)[:3]}, unexpected {sorted(unexpected)[:3]})")
+
+
+def load_sharded_weights(ckpt: Path, model: Any, info: Any) -> None:
+    """Fill `model` (FSDP-sharded or plain, materialised) in place with the model tensors of a sharded
+    checkpoint, written by any number of processes (collective under torchrun).
+
+    The target is the model's own state dict: under FSDP this rank's DTensor shards, so DCP reads only the
+    byte ranges of the `.distcp` files those shards cover (no rank ever holds the full model); in a plain
+    process the full tensors. Only the weights: the stage starts with a fresh optimizer and schedule, as it
+    does from a `final/` folder. (Resume-style loading with the optimizer: `sharded.load_sharded`.)
+    """
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.api import CheckpointException
+    from torch.distributed.checkpoint.state_dict import get_model_state_dict, set_model_state_dict
+
+    from domainfm.code.train.sharded import MODEL_KEY, single_process_ok
+
+    state = {MODEL_KEY: get_model_state_dict(model)}
+    try:
+        with single_process_ok():
+            dcp.load(state, storage_reader=dcp.FileSystemReader(str(ckpt)), no_dist=not info.distributed)
+    except CheckpointException as e:  # raised on every rank alike (the plan is checked centrally)
+        raise UserError(f"{ckpt}: its weights do not fit the stage's model ({str(e).splitlines()[0][:200]})") from e
+    set_model_state_dict(model, state[MODEL_KEY])
 
 
 def pretrain_long_context(cfg: LongContextConfig) -> dict[str, Any]:
