@@ -26,13 +26,19 @@ STAGE_CONTEXT, STAGE_THETA, STAGE_WINDOW = 16384, 1e6, None
 BASE_STEPS, LONG = 4, 128
 
 # every rank, right after the stage's set-up (base weights loaded, step 0, no update yet): the gathered full
-# state dict (rank 0) and its own RoPE inv_freq buffer; then the stage runs on through the real CLI
+# state dict (rank 0), its own RoPE inv_freq buffer and how many tensor elements it read from DCP folders;
+# then the stage runs on through the real CLI
 DUMP = """
-import os, sys, torch
+import math, os, sys, torch
+from torch.distributed.checkpoint import FileSystemReader
 from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 from domainfm.code.train.stages import LongContextTrainer
 
-_setup = LongContextTrainer._setup
+_setup, _read, READ = LongContextTrainer._setup, FileSystemReader.read_data, []
+
+def read_data(self, plan, planner):  # the chunks this rank reads: ReadItem.lengths = a chunk's shape
+    READ.append(sum(math.prod(item.lengths) for item in plan.items))
+    return _read(self, plan, planner)
 
 def setup(self):
     _setup(self)
@@ -40,10 +46,11 @@ def setup(self):
     sd = get_model_state_dict(self.raw, options=opts)
     inv = self.raw.model.rotary_emb.inv_freq.detach().cpu().clone()
     torch.save({"model": sd, "inv_freq": inv, "step": self.step, "world_size": self.info.world_size,
-                "fsdp_params": sum(type(p).__name__ == "DTensor" for p in self.raw.parameters())},
+                "fsdp_params": sum(type(p).__name__ == "DTensor" for p in self.raw.parameters()),
+                "read_elements": sum(READ)},
                os.environ["DUMP"] + f".rank{self.info.rank}.pt")
 
-LongContextTrainer._setup = setup
+LongContextTrainer._setup, FileSystemReader.read_data = setup, read_data
 from domainfm.cli import main
 sys.exit(main(sys.argv[1:]))
 """
@@ -143,6 +150,7 @@ def test_fsdp_stage_starts_from_the_base_final_weights(fsdp_base: Path, long_pac
     out = tmp_path / "stage"
     dumps = stage_fsdp(fsdp_base, long_packed, out, torchrun)
     assert [d["step"] for d in dumps] == [0, 0] and dumps[0]["world_size"] == 2
+    assert [d["read_elements"] for d in dumps] == [0, 0]  # final/ is safetensors: no DCP read
     assert dumps[0]["fsdp_params"] > 0  # the model the weights went into was sharded
     base = AutoModelForCausalLM.from_pretrained(fsdp_base / "final", dtype=torch.float32).state_dict()
     assert_same_weights(dumps[0]["model"], base)
@@ -166,6 +174,10 @@ def test_fsdp_stage_starts_from_a_sharded_base_checkpoint(fsdp_base: Path, long_
     dumps = stage_fsdp(src, long_packed, out, torchrun)
     assert [d["step"] for d in dumps] == [0, 0] and dumps[0]["fsdp_params"] > 0
     assert_same_weights(dumps[0]["model"], want)
+    # each rank read only its own shards: together every stored element once, no rank the whole model
+    total = sum(t.numel() for t in want.values())
+    assert sum(d["read_elements"] for d in dumps) == total
+    assert all(0 < d["read_elements"] < 0.6 * total for d in dumps), [d["read_elements"] for d in dumps]
     assert_stage_rope([d["inv_freq"] for d in dumps], AutoConfig.from_pretrained(out / "final"))
     assert_stage_model(out, fsdp_base / "final")
 
