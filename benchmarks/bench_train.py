@@ -101,13 +101,15 @@ def ours_tps(preset: str, vocab: int, device: torch.device, batch: int, seq_len:
     from domainfm.code.train.config import PretrainConfig
     from domainfm.code.train.trainer import pretrain
 
+    # warm-up steps, `steps` timed steps, then one untimed last step: the end of the run (final evaluation,
+    # checkpoint, export) stays out of the timed rows whatever the loop logs around it
     cfg = PretrainConfig(data=str(packed), out=str(out), preset=preset, batch_size=batch, seq_len=seq_len,
-                         max_steps=warmup + steps, warmup=2, save_every=0, eval_every=0, tensorboard=False,
+                         max_steps=warmup + steps + 1, warmup=2, save_every=0, eval_every=0, tensorboard=False,
                          device=device.type, resume=False)
     pretrain(cfg)
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-    # per-step tokens/s over the whole loop, after the warm-up; the final step (checkpoint + export) excluded
-    return statistics.median(r["tokens_per_s"] for r in rows[warmup:-1])
+    # per-step tokens/s over the whole loop (each row: the tokens of its step over the time since the last row)
+    return statistics.median(r["tokens_per_s"] for r in rows[warmup:warmup + steps])
 
 
 def _thread_cpu_s(fn: object, repeats: int) -> list[float]:
@@ -255,6 +257,9 @@ def main() -> None:
     ap.add_argument("--components-only", action="store_true",
                     help="only the single-threaded CPU-time components (robust on a loaded machine)")
     args = ap.parse_args()
+    for name, least in (("steps", 1), ("warmup", 0), ("repeats", 1)):  # medians of empty lists otherwise
+        if getattr(args, name) < least:
+            raise SystemExit(f"bench_train.py: --{name} must be >= {least}, got {getattr(args, name)}")
 
     import os
 

@@ -206,17 +206,21 @@ class LongContextTrainer(Trainer):
         if self.base.sharded:
             load_sharded_weights(self.base.weights, self.raw, self.info)
             return
-        sd = base_state_dict(self.base)
-        if self.cfg.fsdp and self.info.distributed:  # every rank takes its shards of the full state dict
+        if self.cfg.fsdp and self.info.distributed:
+            # rank 0 reads the full state dict (on CPU), every rank receives its shards of it: one copy of the
+            # model in host memory per job, not one per rank (8 ranks x 60 GB for the 15B preset otherwise)
             from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
 
-            set_model_state_dict(self.raw, sd, options=StateDictOptions(full_state_dict=True))
-        else:  # in place: DDP, torch.compile and the optimizer keep referring to the same parameters
-            missing, unexpected = self.raw.load_state_dict(sd, strict=False)
-            tied = {"lm_head.weight"} if getattr(self.mcfg, "tie_word_embeddings", False) else set()
-            if set(missing) - tied or unexpected:
-                raise UserError(f"{self.base.weights}: weights do not fit the stage's model (missing "
-                                f"{sorted(set(missing) - tied)[:3]}, unexpected {sorted(unexpected)[:3]})")
+            sd = base_state_dict(self.base) if self.info.is_main else {}
+            set_model_state_dict(self.raw, sd, options=StateDictOptions(full_state_dict=True,
+                                                                         broadcast_from_rank0=True))
+            return
+        # in place: DDP, torch.compile and the optimizer keep referring to the same parameters
+        missing, unexpected = self.raw.load_state_dict(base_state_dict(self.base), strict=False)
+        tied = {"lm_head.weight"} if getattr(self.mcfg, "tie_word_embeddings", False) else set()
+        if set(missing) - tied or unexpected:
+            raise UserError(f"{self.base.weights}: weights do not fit the stage's model (missing "
+                            f"{sorted(set(missing) - tied)[:3]}, unexpected {sorted(unexpected)[:3]})")
 
 
 def load_sharded_weights(ckpt: Path, model: Any, info: Any) -> None:
