@@ -216,3 +216,20 @@ def test_one_process_stage_starts_from_a_sharded_base_run(fsdp_base: Path, long_
     assert_same_weights(tr.raw.state_dict(), want)
     # the tied LM head is still the embedding (loaded in place, not replaced by a copy)
     assert tr.raw.lm_head.weight.data_ptr() == tr.raw.model.embed_tokens.weight.data_ptr()
+
+
+def test_a_sharded_base_that_does_not_fit_is_a_one_line_error(fsdp_base: Path, long_packed: Path, tmp_path: Path,
+                                                              capsys: pytest.CaptureFixture[str]) -> None:
+    """A DCP checkpoint whose model_config.json no longer matches its tensors: refused in one line, not a
+    traceback (DCP's own check names the tensor and both shapes)."""
+    from domainfm.cli import main
+
+    src = tmp_path / "base" / "checkpoints" / f"step_{BASE_STEPS:08d}"
+    shutil.copytree(ckpt(fsdp_base, BASE_STEPS), src)
+    cfg = json.loads((src / "model_config.json").read_text())
+    (src / "model_config.json").write_text(json.dumps({**cfg, "intermediate_size": 128}))  # stored: 256
+    assert main(["code", "pretrain-long-context", "--init-from", str(src), "--data", str(long_packed), "-o",
+                 str(tmp_path / "lc"), "--max-steps", "1", "--batch-size", "2", "--threads", "1", "--no-tensorboard",
+                 "--device", "cpu"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "do not fit" in err and "mlp.c_fc.weight" in err, err

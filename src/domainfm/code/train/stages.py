@@ -243,7 +243,10 @@ def load_sharded_weights(ckpt: Path, model: Any, info: Any) -> None:
         with single_process_ok():
             dcp.load(state, storage_reader=dcp.FileSystemReader(str(ckpt)), no_dist=not info.distributed)
     except CheckpointException as e:  # raised on every rank alike (the plan is checked centrally)
-        raise UserError(f"{ckpt}: its weights do not fit the stage's model ({str(e).splitlines()[0][:200]})") from e
+        cause = next(iter(e.failures.values()), e)  # {rank: (the exception it hit, its traceback)}
+        cause = cause[0] if isinstance(cause, tuple) else cause
+        raise UserError(f"{ckpt}: its weights do not fit the stage's model "
+                        f"({(str(cause).splitlines() or [type(cause).__name__])[0][:200]})") from e
     set_model_state_dict(model, state[MODEL_KEY])
 
 
