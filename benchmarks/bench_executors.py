@@ -6,7 +6,9 @@
    `site_packages_repos.py`, whole distributions taken in name order until `--files`): the local executor
    with 2 worker processes vs the ray executor with 2 CPUs, (a) a local Ray instance started by the
    command (startup included) and (b) a running 2-CPU instance joined with `--ray-address` (what a real
-   cluster is). Interleaved repeats, each a fresh `domainfm` process; the median wall time and Ray's
+   cluster is, with `--join`), (c) the local instance with the global dedup forced onto Ray Data
+   shuffles (`--ray-dedup data`; (a) and (b) use `auto`, one Ray task while the corpus fits its
+   measured memory bound). Interleaved repeats, each a fresh `domainfm` process; the median wall time and Ray's
    overhead = ray / local - 1. Outputs are checked identical (sha256 of every file).
 2. **per-file costs** from one `--workers 1` local run with `--keep-work`: CPU-seconds per file (user +
    system of the command process), bytes read, bytes written per stage (s1 = what the cluster's shared
@@ -56,7 +58,7 @@ def run(args: list[str], env: dict[str, str] | None = None) -> dict[str, Any]:
     return {"wall_s": round(wall, 3), "cpu_s": round(cpu, 3), "peak_rss_mb": round(ru.ru_maxrss / 1024, 1)}
 
 
-RUN_KEYS = (b"out:", b"output:", b"workers:", b"executor:", b"ray_address:")
+RUN_KEYS = (b"out:", b"output:", b"workers:", b"executor:", b"ray_address:", b"ray_dedup")
 
 
 def tree(root: Path, skip: tuple[str, ...] = (".work",)) -> dict[str, str]:
@@ -134,6 +136,8 @@ def bench_curate(work: Path, corpus: Path, repeats: int, address: str) -> dict[s
     variants = {
         "local_2_workers": ["--workers", "2"],
         "ray_local_instance_2_cpus": ["--executor", "ray", "--workers", "2"],
+        # the global dedup forced onto Ray Data shuffles (what --ray-dedup auto picks past its memory bound)
+        "ray_data_dedup_2_cpus": ["--executor", "ray", "--workers", "2", "--ray-dedup", "data"],
     }
     if address:
         variants["ray_joined_cluster_2_cpus"] = ["--executor", "ray", "--ray-address", address]

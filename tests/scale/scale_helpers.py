@@ -18,7 +18,7 @@ REPOS = {  # real files; bob's repository repeats two of alice's (exact duplicat
 FAST = ["--no-humaneval", "--mbpp", "none", "--files-per-shard", "4"]
 
 
-RUN_KEYS = (b"out:", b"output:", b"workers:", b"executor:", b"ray_address:")
+RUN_KEYS = (b"out:", b"output:", b"workers:", b"executor:", b"ray_address:", b"ray_dedup")
 
 
 def _plain(obj: object, root: str) -> object:

@@ -41,6 +41,17 @@ def test_cli_unknown_executor_is_one_line(tmp_path: Path, corpus: Path, capsys: 
     assert rc != 0 and len(err.splitlines()) == 1 and "known: local, ray" in err
 
 
+def test_cli_unknown_global_dedup_mode_is_one_line_before_any_work(tmp_path: Path, corpus: Path,
+                                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    from domainfm.cli import main
+
+    out = tmp_path / "o"
+    rc = main(["code", "curate", str(corpus), "-o", str(out), "--executor", "ray", "--ray-dedup", "spark"])
+    err = capsys.readouterr().err.strip()
+    assert rc != 0 and len(err.splitlines()) == 1 and "auto, task, data" in err
+    assert not out.exists()  # refused before the plan and stage 1 (and before a Ray instance)
+
+
 class KillFirstAttempt:
     """Writes a partial output, then SIGKILLs its own worker on the first attempt of each shard."""
 

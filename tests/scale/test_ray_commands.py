@@ -21,9 +21,17 @@ SLIDE = DATA / "CMU-1-Small-Region.svs"  # real Aperio slide, 2220 x 2967 px at 
 CLI = "import sys; from domainfm.cli import main; sys.exit(main(sys.argv[1:]))"
 
 
-def test_curate_ray_equals_local(tmp_path: Path, corpus: Path, curated_local: Path, ray_address: str) -> None:
+@pytest.mark.parametrize(("mode", "ran"), [("auto", "one Ray task"), ("data", "Ray Data shuffles"),
+                                           ("auto --ray-dedup-task-mb 100", "Ray Data shuffles")])
+def test_curate_ray_equals_local(tmp_path: Path, corpus: Path, curated_local: Path, ray_address: str, mode: str,
+                                 ran: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """Both global-dedup paths (`pipeline.global_dedup_mode`) give the local bytes. ``auto`` picks the
+    one task for this small corpus (its measured bound, about 100 MiB + 10 KiB per record, is far below
+    4 GiB) and the Ray Data shuffles when the limit is under the 100 MiB base."""
     out = tmp_path / "ray"
-    assert main(["code", "curate", str(corpus), "-o", str(out), "--executor", "ray", "--workers", "2", *FAST]) == 0
+    args = ["code", "curate", str(corpus), "-o", str(out), "--executor", "ray", "--workers", "2", *FAST]
+    assert main([*args, "--ray-dedup", *mode.split()]) == 0
+    assert f"global dedup: {ran}" in capsys.readouterr().err
     ref = tree_hashes(curated_local)
     assert len([k for k in ref if k.startswith("data/")]) >= 3  # several shards, so the split matters
     assert tree_hashes(out) == ref

@@ -12,6 +12,11 @@ class CurateConfig:
     workers: int = field(default=1, metadata={"help": "worker processes (ray: CPUs of the local instance)"})
     executor: str = field(default="local", metadata={"help": "local | ray (see docs/scale.md)"})
     ray_address: str = field(default="", metadata={"help": "--executor ray: join this cluster (HOST:PORT, auto)"})
+    ray_dedup: str = field(default="auto", metadata={
+        "help": "--executor ray, global dedup: task (one Ray task, the local algorithm) | data (Ray Data "
+                "shuffles, no process holds the corpus) | auto (task while its memory fits --ray-dedup-task-mb)"})
+    ray_dedup_task_mb: int = field(default=4096, metadata={
+        "help": "--ray-dedup auto: largest estimated memory of the one-task global dedup (MiB)"})
     layout: str = field(default="auto", metadata={"help": "auto | repo (each SRC is one repo) | repos (SRC holds repos)"})
     max_file_size: int = field(default=1_000_000, metadata={"help": "drop files larger than this many bytes"})
     license_types: list[str] = field(default_factory=lambda: ["permissive", "no_license"],
@@ -52,6 +57,6 @@ class CurateConfig:
         from domainfm.core.config import config_to_dict
 
         d = config_to_dict(self)
-        for k in ("workers", "executor", "ray_address", "keep_work", "out"):
+        for k in ("workers", "executor", "ray_address", "ray_dedup", "ray_dedup_task_mb", "keep_work", "out"):
             d.pop(k, None)
         return d

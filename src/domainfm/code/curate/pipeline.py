@@ -216,9 +216,47 @@ def finalize(work: Path, plan: dict[str, Any], s1: list[dict], s2: dict, s3: lis
     return result
 
 
+# Memory of the one-process global dedup (`stage2`): 8.4 KB per stage-1 record over a 62 MiB base,
+# measured from 3,110 to 12,526 records (docs/dedup_at_scale.md); rounded up to stay a bound.
+STAGE2_BASE_BYTES = 100 << 20
+STAGE2_BYTES_PER_RECORD = 10 << 10
+GLOBAL_DEDUP_MODES = ("auto", "task", "data")
+
+
+def stage2_memory(n_records: int) -> int:
+    """Bytes the one-process global dedup needs for `n_records` stage-1 records (a measured bound)."""
+    return STAGE2_BASE_BYTES + n_records * STAGE2_BYTES_PER_RECORD
+
+
+def global_dedup_mode(cfg: CurateConfig, work: Path, plan: dict[str, Any]) -> str:
+    """Where stage 2 runs: ``local`` (this process, the local executor), ``task`` (`stage2` as one task
+    of the Ray pool: the local algorithm on one worker) or ``data`` (`dedup_ray.stage2_ray`: Ray Data
+    shuffles, no process holds the corpus). ``--ray-dedup auto`` takes ``task`` while its measured
+    memory bound (`stage2_memory`) fits ``--ray-dedup-task-mb``, as Spark broadcasts a join side that
+    fits: the ~15 shuffle jobs cost seconds of fixed scheduling that only a corpus too large for one
+    worker repays (docs/scale.md). Both give the local output, byte for byte."""
+    if cfg.executor != "ray":
+        return "local"
+    mode, why = cfg.ray_dedup, f"--ray-dedup {cfg.ray_dedup}"
+    if mode == "auto" and (work / "s2" / "completions" / "00000.json").exists():
+        mode = "task"  # done already (a resumed run; the s1 files may be gone): nothing runs
+    if mode == "auto":
+        import pyarrow.parquet as pq
+
+        n = sum(pq.ParquetFile(work / "s1" / f"kept-{r:05d}.parquet").metadata.num_rows
+                for r in range(len(plan["shards"])))
+        need = stage2_memory(n)
+        mode = "task" if need <= cfg.ray_dedup_task_mb << 20 else "data"
+        why = f"{n} records need about {need >> 20} MiB in one task, limit {cfg.ray_dedup_task_mb} MiB"
+    log.info("global dedup: %s (%s)", "one Ray task" if mode == "task" else "Ray Data shuffles", why)
+    return mode
+
+
 def curate(cfg: CurateConfig, repos: list[readers.RepoSpec] | None = None) -> dict[str, Any]:
     """Run (or resume) a curation into `cfg.out`; returns the stats. `repos` overrides `cfg.sources`."""
     pool = get_pool(cfg.executor, cfg.workers, **pool_options(cfg.executor, cfg.ray_address))  # checks the name
+    if cfg.ray_dedup not in GLOBAL_DEDUP_MODES:  # before the long stage 1
+        raise UserError(f"--ray-dedup {cfg.ray_dedup!r}: choose one of {', '.join(GLOBAL_DEDUP_MODES)}")
     work, plan = _prepare(cfg, repos)
     n = len(plan["shards"])
     log.info("curating %d repositories in %d shards with %d %s workers", len(plan["repos"]), n, cfg.workers,
@@ -227,7 +265,7 @@ def curate(cfg: CurateConfig, repos: list[readers.RepoSpec] | None = None) -> di
     with pool:
         s1 = _run_stage(stages.stage1, "s1", work, n, pool)
         s2_fn, s2_pool = (stage2, pool)
-        if cfg.executor == "ray":  # Ray Data jobs started from this process: no step holds the corpus
+        if global_dedup_mode(cfg, work, plan) == "data":  # Ray Data jobs started from this process
             from domainfm.code.curate.dedup_ray import stage2_ray
 
             s2_fn, s2_pool = functools.partial(stage2_ray, address=cfg.ray_address), get_pool("local")
