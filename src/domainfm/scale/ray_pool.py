@@ -24,6 +24,7 @@ import logging
 import os
 import shutil
 import signal
+import sys
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -52,6 +53,30 @@ def _call(fn: Callable[..., Any], args: tuple[Any, ...]) -> Any:
     return fn(*args)
 
 
+def _send_auth_token() -> bool:
+    """Make a joining driver present this user's Ray token, when there is one; True if it will.
+
+    Ray >= 2.59 turns token authentication on for a cluster started (``ray start --head`` or a local
+    ``ray.init``) where a token exists (``~/.ray/auth_token``, which any local ``ray.init`` writes), but
+    a client that joins with an address sends no token unless ``RAY_AUTH_MODE=token`` (the review of
+    ray-project/ray#64755 reports it): the join fails with ``InvalidAuthToken``. A cluster without
+    authentication accepts a client that sends one (measured with Ray 2.60), so we send it whenever the
+    user has one and did not choose a mode. Ray's own ``ray.init`` sets this variable the same way for
+    the processes it starts."""
+    if "RAY_AUTH_MODE" in os.environ:
+        return os.environ["RAY_AUTH_MODE"] == "token"
+    if not (os.environ.get("RAY_AUTH_TOKEN") or os.environ.get("RAY_AUTH_TOKEN_PATH")
+            or (Path.home() / ".ray" / "auth_token").is_file()):
+        return False
+    os.environ["RAY_AUTH_MODE"] = "token"
+    if "ray" in sys.modules:  # Ray caches its config at import: refresh it, as Ray's own setter does
+        with contextlib.suppress(Exception):  # private API; a failure leaves the join's error message
+            from ray._raylet import Config
+
+            Config.initialize("")
+    return True
+
+
 def default_temp_dir() -> Path:
     # short on purpose: Ray's unix sockets live under it and a socket path is limited to 107 bytes
     return Path(tempfile.gettempdir()) / f"domainfm-ray-{os.getuid()}"
@@ -78,6 +103,7 @@ class RayPool(WorkerPool):
 
     def _ensure(self) -> Any:
         os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # no usage report and no banner about it
+        token = bool(self.address) and _send_auth_token()  # before `import ray` reads its config
         import ray
 
         if ray.is_initialized():
@@ -89,7 +115,9 @@ class RayPool(WorkerPool):
             try:
                 ray.init(address=self.address, **common)
             except ConnectionError as exc:
-                raise UserError(f"--ray-address {self.address}: {' '.join(str(exc).split())}") from None
+                hint = ("; if the cluster uses token authentication, point RAY_AUTH_TOKEN_PATH at its token"
+                        if token else "")
+                raise UserError(f"--ray-address {self.address}: {' '.join(str(exc).split())}{hint}") from None
         else:
             tmp = Path(self.temp_dir) if self.temp_dir else default_temp_dir()
             tmp.mkdir(parents=True, exist_ok=True)
