@@ -9,7 +9,8 @@
    cluster is, with `--join`), (c) the local instance with the global dedup forced onto Ray Data
    shuffles (`--ray-dedup data`; (a) and (b) use `auto`, one Ray task while the corpus fits its
    measured memory bound). Interleaved repeats, each a fresh `domainfm` process; the median wall time and Ray's
-   overhead = ray / local - 1. Outputs are checked identical (sha256 of every file).
+   overhead = ray / local - 1. Outputs are checked identical (sha256 of every file). Then the start +
+   stop of a local 2-CPU Ray instance alone (`ray_start_stop`): the fixed part of variant (a).
 2. **per-file costs** from one `--workers 1` local run with `--keep-work`: CPU-seconds per file (user +
    system of the command process), bytes read, bytes written per stage (s1 = what the cluster's shared
    storage carries from the per-shard stage to the global dedup stage and back: the "shuffle"), peak RSS.
@@ -112,6 +113,26 @@ ray.shutdown()
 
 
 HOLDER: subprocess.Popen | None = None
+
+START_STOP = """
+import json, logging, os, sys, time
+os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
+import ray
+t0 = time.perf_counter()
+ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level=logging.ERROR, log_to_driver=False,
+         _temp_dir=sys.argv[1], object_store_memory=2**28, _system_config={"worker_niceness": 0})
+t1 = time.perf_counter()
+ray.shutdown()
+print(json.dumps({"init_s": round(t1 - t0, 3), "shutdown_s": round(time.perf_counter() - t1, 3)}))
+"""
+
+
+def ray_start_stop(tmp: Path, repeats: int) -> dict[str, float]:
+    """Seconds of `ray.init` and `ray.shutdown` of a local 2-CPU instance as `RayPool` starts it (the
+    fixed cost a command without --ray-address pays), median of `repeats` fresh processes."""
+    runs = [json.loads(subprocess.run([sys.executable, "-c", START_STOP, str(tmp)], capture_output=True, text=True,
+                                      check=True).stdout.strip().splitlines()[-1]) for _ in range(repeats)]
+    return {k: statistics.median(r[k] for r in runs) for k in ("init_s", "shutdown_s")}
 
 
 def start_cluster(tmp: Path, cpus: int) -> tuple[str, subprocess.Popen]:
@@ -260,6 +281,8 @@ def main(argv: list[str] | None = None) -> int:
             global HOLDER
             HOLDER = holder
         results["curate"] = bench_curate(work, corpus, args.repeats, address)
+        results["ray_start_stop"] = ray_start_stop(ray_tmp, args.repeats)
+        print(f"ray start/stop: {results['ray_start_stop']}", flush=True)
         results["curate_per_file"] = curate_unit_costs(work, corpus, results["corpus"])
         if not args.skip_slides and data:
             slides = sorted((Path(data) / "pathology" / "slides").glob("*.svs"))
@@ -273,7 +296,7 @@ def main(argv: list[str] | None = None) -> int:
         shutil.rmtree(work, ignore_errors=True)
     results["load_avg_end"] = os.getloadavg()
     (out / "results.json").write_text(json.dumps(results, indent=1))
-    print(json.dumps({k: results.get(k) for k in ("corpus", "curate", "curate_per_file")}, indent=1))
+    print(json.dumps({k: results.get(k) for k in ("corpus", "curate", "ray_start_stop", "curate_per_file")}, indent=1))
     print(f"results: {out / 'results.json'}")
     return 0
 

@@ -26,8 +26,8 @@ CLI = "import sys; from domainfm.cli import main; sys.exit(main(sys.argv[1:]))"
 def test_curate_ray_equals_local(tmp_path: Path, corpus: Path, curated_local: Path, ray_address: str, mode: str,
                                  ran: str, capsys: pytest.CaptureFixture[str]) -> None:
     """Both global-dedup paths (`pipeline.global_dedup_mode`) give the local bytes. ``auto`` picks the
-    one task for this small corpus (its measured bound, about 100 MiB + 10 KiB per record, is far below
-    4 GiB) and the Ray Data shuffles when the limit is under the 100 MiB base."""
+    one task for this small corpus (its measured bound, 128 MiB + 16 KiB per record, is far below 4 GiB)
+    and the Ray Data shuffles when the limit is under the 128 MiB base."""
     out = tmp_path / "ray"
     args = ["code", "curate", str(corpus), "-o", str(out), "--executor", "ray", "--workers", "2", *FAST]
     assert main([*args, "--ray-dedup", *mode.split()]) == 0

@@ -216,10 +216,11 @@ def finalize(work: Path, plan: dict[str, Any], s1: list[dict], s2: dict, s3: lis
     return result
 
 
-# Memory of the one-process global dedup (`stage2`): 8.4 KB per stage-1 record over a 62 MiB base,
-# measured from 3,110 to 12,526 records (docs/dedup_at_scale.md); rounded up to stay a bound.
-STAGE2_BASE_BYTES = 100 << 20
-STAGE2_BYTES_PER_RECORD = 10 << 10
+# Memory the one-process global dedup (`stage2`) adds to its process: 59 MiB + 9.47 KB per stage-1 record
+# (9.98 KB in an earlier run), least squares through 3,110 / 12,526 / 23,874 records of real files
+# (benchmarks/bench_stage2_memory.py); the bound has 1.6x headroom per record (longer paths, other corpora).
+STAGE2_BASE_BYTES = 128 << 20
+STAGE2_BYTES_PER_RECORD = 16 << 10
 GLOBAL_DEDUP_MODES = ("auto", "task", "data")
 
 
