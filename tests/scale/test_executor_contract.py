@@ -103,3 +103,23 @@ def test_task_error_is_not_retried_and_keeps_its_type(tmp_path: Path, ray_addres
     with pytest.raises(UserError, match="shard 0 is bad"):
         ShardedExecutor(_fails, 1, tmp_path, executor="ray").run()
     assert not (tmp_path / "completions").exists() or not list((tmp_path / "completions").iterdir())
+
+
+def _assigned(rank: int, world: int) -> dict:
+    import ray
+
+    return {k: float(v) for k, v in ray.get_runtime_context().get_assigned_resources().items()}
+
+
+def test_task_memory_is_reserved_on_ray_and_ignored_locally(tmp_path: Path, ray_address: str) -> None:
+    """`task_memory` becomes Ray's `memory` resource of each task (a task starts only where that much is
+    unreserved: the one-task global dedup names its measured bound); the local pool runs it as before."""
+    import ray
+
+    _by_value()
+    need = 96 << 20
+    with_memory = ShardedExecutor(_assigned, 1, tmp_path / "a", executor="ray", task_memory=need).run()[0]
+    without = ShardedExecutor(_assigned, 1, tmp_path / "b", executor="ray").run()[0]
+    assert with_memory == {"CPU": 1.0, "memory": float(need)} and without == {"CPU": 1.0}
+    too_much = int(ray.cluster_resources()["memory"]) + (1 << 30)  # more than the whole instance has
+    assert ShardedExecutor(lambda r, w: {"ran": r}, 1, tmp_path / "c", task_memory=too_much).run() == [{"ran": 0}]

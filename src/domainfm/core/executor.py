@@ -70,14 +70,18 @@ class WorkerPool:
         self.workers = max(1, int(workers))
         self.options = options
 
-    def map_unordered(self, fn: Callable[..., Any], calls: Sequence[tuple[Any, ...]]) -> Iterator[tuple[int, Outcome]]:
+    def map_unordered(self, fn: Callable[..., Any], calls: Sequence[tuple[Any, ...]],
+                      memory: int = 0) -> Iterator[tuple[int, Outcome]]:
         """Yield ``(i, Outcome)`` for ``fn(*calls[i])``, in completion order. `fn` and the arguments must
-        be picklable (a module-level function or a callable object holding paths and settings)."""
+        be picklable (a module-level function or a callable object holding paths and settings).
+        `memory`: bytes one call needs (0 = unknown); a scheduler that reserves memory (Ray) starts a call
+        only where that much is free, a pool of this machine's processes ignores it."""
         if not calls:
             return iter(())
-        return self._map(fn, list(calls))
+        return self._map(fn, list(calls), memory)
 
-    def _map(self, fn: Callable[..., Any], calls: list[tuple[Any, ...]]) -> Iterator[tuple[int, Outcome]]:
+    def _map(self, fn: Callable[..., Any], calls: list[tuple[Any, ...]], memory: int = 0
+             ) -> Iterator[tuple[int, Outcome]]:
         raise NotImplementedError
 
     def close(self) -> None:
@@ -100,7 +104,8 @@ class LocalPool(WorkerPool):
         super().__init__(workers, **options)
         self.start_method = start_method
 
-    def _map(self, fn: Callable[..., Any], calls: list[tuple[Any, ...]]) -> Iterator[tuple[int, Outcome]]:
+    def _map(self, fn: Callable[..., Any], calls: list[tuple[Any, ...]], memory: int = 0
+             ) -> Iterator[tuple[int, Outcome]]:
         if self.workers <= 1 or len(calls) <= 1:
             for i, args in enumerate(calls):
                 try:
@@ -156,8 +161,9 @@ class ShardedExecutor:
 
     def __init__(self, task: Task, n_tasks: int, logging_dir: str | Path, workers: int = 1,
                  name: str = "job", start_method: str = "spawn", executor: str | WorkerPool = "local",
-                 **pool_opts: Any) -> None:
+                 task_memory: int = 0, **pool_opts: Any) -> None:
         self.task = task
+        self.task_memory = task_memory  # bytes one shard's task needs (a hint for pools that reserve memory)
         self.n_tasks = n_tasks
         self.logging_dir = Path(logging_dir)
         self.workers = workers
@@ -192,7 +198,7 @@ class ShardedExecutor:
             pool, owned = self._pool()
             bar = progress(total=len(pending), desc=self.name, unit="shard")
             try:
-                for i, out in pool.map_unordered(self.task, [(r, self.n_tasks) for r in pending]):
+                for i, out in pool.map_unordered(self.task, [(r, self.n_tasks) for r in pending], self.task_memory):
                     self._finish(pending[i], out.result())  # a failed shard stops the job (rerun resumes)
                     bar.update(1)
             finally:

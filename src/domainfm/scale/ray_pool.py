@@ -6,7 +6,9 @@
 * A task whose worker process dies (kill -9, OOM killer, a node lost) is run again, up to
   ``max_retries`` times; an exception raised by the task itself is not retried (it would fail again)
   and comes back in its `Outcome`, unwrapped from Ray's `RayTaskError`.
-* ``num_cpus_per_task`` CPUs are reserved per task (the sharded steps are single-threaded: 1).
+* ``num_cpus_per_task`` CPUs are reserved per task (the sharded steps are single-threaded: 1), and the
+  ``memory`` a caller names (Ray's logical ``memory`` resource: a task starts only on a node with that
+  much unreserved; the global dedup as one task names its measured bound).
 * At most ``max_in_flight`` tasks are submitted at a time (default 2 x the cluster's CPUs), so that the
   driver's memory does not grow with the number of shards (100M files = 50k shards).
 * Quiet and bounded: no dashboard, no usage report, Ray's own logs at ERROR and the workers' output
@@ -133,7 +135,8 @@ class RayPool(WorkerPool):
         self._started = True
         return ray
 
-    def _map(self, fn: Callable[..., Any], calls: list[tuple[Any, ...]]) -> Iterator[tuple[int, Outcome]]:
+    def _map(self, fn: Callable[..., Any], calls: list[tuple[Any, ...]], memory: int = 0
+             ) -> Iterator[tuple[int, Outcome]]:
         ray = self._ensure()
         from ray.exceptions import RayTaskError, WorkerCrashedError
 
@@ -141,6 +144,7 @@ class RayPool(WorkerPool):
         # a local instance inherited this process's environment; the workers of a cluster we joined did not
         task = ray.remote(_call).options(num_cpus=self.num_cpus_per_task, num_gpus=self.num_gpus_per_task,
                                          max_retries=self.max_retries, retry_exceptions=False,
+                                         **({"memory": int(memory)} if memory > 0 else {}),
                                          runtime_env={"env_vars": env} if env and self.address else None)
         cpus = int(ray.cluster_resources().get("CPU", self.workers))
         window = self.max_in_flight or max(2, 2 * cpus)

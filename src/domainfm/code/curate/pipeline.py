@@ -148,8 +148,9 @@ def stage2(work: str, rank: int = 0, world_size: int = 1) -> dict[str, Any]:
     return {"files": int(len(swh)), "exact_clusters": n_exact, "near_clusters": n_near}
 
 
-def _run_stage(fn: Any, name: str, work: Path, n: int, pool: WorkerPool) -> list[dict[str, Any]]:
-    return ShardedExecutor(functools.partial(fn, str(work)), n, work / name, name=name, executor=pool).run()
+def _run_stage(fn: Any, name: str, work: Path, n: int, pool: WorkerPool, memory: int = 0) -> list[dict[str, Any]]:
+    return ShardedExecutor(functools.partial(fn, str(work)), n, work / name, name=name, executor=pool,
+                           task_memory=memory).run()
 
 
 def finalize(work: Path, plan: dict[str, Any], s1: list[dict], s2: dict, s3: list[dict]) -> dict[str, Any]:
@@ -229,28 +230,30 @@ def stage2_memory(n_records: int) -> int:
     return STAGE2_BASE_BYTES + n_records * STAGE2_BYTES_PER_RECORD
 
 
-def global_dedup_mode(cfg: CurateConfig, work: Path, plan: dict[str, Any]) -> str:
-    """Where stage 2 runs: ``local`` (this process, the local executor), ``task`` (`stage2` as one task
-    of the Ray pool: the local algorithm on one worker) or ``data`` (`dedup_ray.stage2_ray`: Ray Data
-    shuffles, no process holds the corpus). ``--ray-dedup auto`` takes ``task`` while its measured
-    memory bound (`stage2_memory`) fits ``--ray-dedup-task-mb``, as Spark broadcasts a join side that
-    fits: the ~15 shuffle jobs cost seconds of fixed scheduling that only a corpus too large for one
-    worker repays (docs/scale.md). Both give the local output, byte for byte."""
+def global_dedup_mode(cfg: CurateConfig, work: Path, plan: dict[str, Any]) -> tuple[str, int]:
+    """Where stage 2 runs, and the memory its one task reserves: ``local`` (this process, the local
+    executor), ``task`` (`stage2` as one task of the Ray pool: the local algorithm on one worker, which
+    reserves its measured bound `stage2_memory`) or ``data`` (`dedup_ray.stage2_ray`: Ray Data shuffles,
+    no process holds the corpus). ``--ray-dedup auto`` takes ``task`` while the bound fits
+    ``--ray-dedup-task-mb``, as Spark broadcasts a join side that fits: the ~15 shuffle jobs cost seconds
+    of fixed scheduling that only a corpus too large for one worker repays (docs/scale.md). Both give the
+    local output, byte for byte."""
     if cfg.executor != "ray":
-        return "local"
-    mode, why = cfg.ray_dedup, f"--ray-dedup {cfg.ray_dedup}"
-    if mode == "auto" and (work / "s2" / "completions" / "00000.json").exists():
-        mode = "task"  # done already (a resumed run; the s1 files may be gone): nothing runs
-    if mode == "auto":
+        return "local", 0
+    if (work / "s2" / "completions" / "00000.json").exists():
+        return "task", 0  # done already (a resumed run; the s1 files may be gone): nothing runs
+    mode, why, need = cfg.ray_dedup, f"--ray-dedup {cfg.ray_dedup}", 0
+    if mode in ("auto", "task"):
         import pyarrow.parquet as pq
 
         n = sum(pq.ParquetFile(work / "s1" / f"kept-{r:05d}.parquet").metadata.num_rows
                 for r in range(len(plan["shards"])))
         need = stage2_memory(n)
-        mode = "task" if need <= cfg.ray_dedup_task_mb << 20 else "data"
-        why = f"{n} records need about {need >> 20} MiB in one task, limit {cfg.ray_dedup_task_mb} MiB"
+        if mode == "auto":
+            mode = "task" if need <= cfg.ray_dedup_task_mb << 20 else "data"
+            why = f"{n} records need about {need >> 20} MiB in one task, limit {cfg.ray_dedup_task_mb} MiB"
     log.info("global dedup: %s (%s)", "one Ray task" if mode == "task" else "Ray Data shuffles", why)
-    return mode
+    return mode, need if mode == "task" else 0
 
 
 def curate(cfg: CurateConfig, repos: list[readers.RepoSpec] | None = None) -> dict[str, Any]:
@@ -266,11 +269,12 @@ def curate(cfg: CurateConfig, repos: list[readers.RepoSpec] | None = None) -> di
     with pool:
         s1 = _run_stage(stages.stage1, "s1", work, n, pool)
         s2_fn, s2_pool = (stage2, pool)
-        if global_dedup_mode(cfg, work, plan) == "data":  # Ray Data jobs started from this process
+        mode, memory = global_dedup_mode(cfg, work, plan)
+        if mode == "data":  # Ray Data jobs started from this process
             from domainfm.code.curate.dedup_ray import stage2_ray
 
             s2_fn, s2_pool = functools.partial(stage2_ray, address=cfg.ray_address), get_pool("local")
-        s2 = _run_stage(s2_fn, "s2", work, 1, s2_pool)[0]
+        s2 = _run_stage(s2_fn, "s2", work, 1, s2_pool, memory)[0]
         s3 = _run_stage(stages.stage3, "s3", work, n, pool)
     result = finalize(work, plan, s1, s2, s3)
     if not cfg.keep_work:
