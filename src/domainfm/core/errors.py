@@ -12,6 +12,14 @@ class UserError(Exception):
     exit_code = 2
 
 
+class WorkerLost(UserError):
+    """A worker process died (kill -9, the OOM killer, a lost node) and its work was not brought back.
+    Not the user's mistake, but worth one line, not a traceback: the same command resumes (every
+    finished shard keeps its completion marker)."""
+
+    exit_code = 1
+
+
 def require(module: str, extra: str) -> ModuleType:
     """Import a heavy optional dependency, or fail with a one-line hint naming the extra to install."""
     try:

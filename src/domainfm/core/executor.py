@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from domainfm.core.errors import UserError
+from domainfm.core.errors import UserError, WorkerLost
 from domainfm.core.io import atomic_write_json
 from domainfm.core.progress import get_logger, progress
 from domainfm.core.registry import Registry
@@ -199,6 +199,10 @@ class ShardedExecutor:
             bar = progress(total=len(pending), desc=self.name, unit="shard")
             try:
                 for i, out in pool.map_unordered(self.task, [(r, self.n_tasks) for r in pending], self.task_memory):
+                    if out.crashed:
+                        raise WorkerLost(f"{self.name}: the worker of shard {pending[i]} died "
+                                         f"({type(out.error).__name__}); run the same command again to resume"
+                                         ) from out.error
                     self._finish(pending[i], out.result())  # a failed shard stops the job (rerun resumes)
                     bar.update(1)
             finally:

@@ -138,7 +138,9 @@ class RayPool(WorkerPool):
     def _map(self, fn: Callable[..., Any], calls: list[tuple[Any, ...]], memory: int = 0
              ) -> Iterator[tuple[int, Outcome]]:
         ray = self._ensure()
-        from ray.exceptions import RayTaskError, WorkerCrashedError
+        from ray.exceptions import NodeDiedError, OutOfMemoryError, RayTaskError, WorkerCrashedError
+
+        lost = (WorkerCrashedError, OutOfMemoryError, NodeDiedError)  # the process or its node died
 
         env = {k: v for k, v in os.environ.items() if k.startswith("DOMAINFM_")}
         # a local instance inherited this process's environment; the workers of a cluster we joined did not
@@ -165,7 +167,7 @@ class RayPool(WorkerPool):
                 i = running.pop(done[0])
                 try:
                     value = ray.get(done[0])
-                except WorkerCrashedError as exc:  # died more than max_retries times
+                except lost as exc:  # died more than max_retries times (OOM: Ray's memory monitor killed it)
                     yield i, Outcome(error=exc, crashed=True)
                 except RayTaskError as exc:
                     cause = getattr(exc, "cause", None)

@@ -19,7 +19,7 @@ from typing import Any
 from domainfm.code.curate import readers, stages
 from domainfm.code.curate.config import CurateConfig
 from domainfm.code.curate.sources import derived_records
-from domainfm.core.errors import UserError
+from domainfm.core.errors import UserError, WorkerLost
 from domainfm.core.executor import ShardedExecutor, WorkerPool, get_pool, pool_options
 from domainfm.core.io import atomic_write_json, write_parquet
 from domainfm.core.progress import get_logger
@@ -268,13 +268,22 @@ def curate(cfg: CurateConfig, repos: list[readers.RepoSpec] | None = None) -> di
     # one pool for the three stages (a Ray instance starts once); s2 is one task (in-process when local)
     with pool:
         s1 = _run_stage(stages.stage1, "s1", work, n, pool)
-        s2_fn, s2_pool = (stage2, pool)
         mode, memory = global_dedup_mode(cfg, work, plan)
-        if mode == "data":  # Ray Data jobs started from this process
+        s2 = None
+        if mode != "data":
+            try:
+                s2 = _run_stage(stage2, "s2", work, 1, pool, memory)[0]
+            except WorkerLost as exc:
+                if cfg.executor != "ray" or cfg.ray_dedup != "auto":
+                    raise
+                # the bound was wrong for this corpus (or the node was lost): the path that holds no corpus
+                log.warning("global dedup: the one task's worker died (%s); running it as Ray Data shuffles",
+                            type(exc.__cause__).__name__)
+        if s2 is None:  # Ray Data jobs started from this process
             from domainfm.code.curate.dedup_ray import stage2_ray
 
-            s2_fn, s2_pool = functools.partial(stage2_ray, address=cfg.ray_address), get_pool("local")
-        s2 = _run_stage(s2_fn, "s2", work, 1, s2_pool, memory)[0]
+            s2 = _run_stage(functools.partial(stage2_ray, address=cfg.ray_address), "s2", work, 1,
+                            get_pool("local"))[0]
         s3 = _run_stage(stages.stage3, "s3", work, n, pool)
     result = finalize(work, plan, s1, s2, s3)
     if not cfg.keep_work:
