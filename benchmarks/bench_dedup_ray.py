@@ -33,18 +33,15 @@ import numpy as np
 
 def collect(n: int, seed: int = 0) -> list[tuple[str, str, str]]:
     """(repository, path, text) of up to `n` real source files, seeded sample, duplicates kept."""
-    from bench_near_dedup import source_paths, source_roots
+    from bench_near_dedup import read_source, source_paths, source_roots
 
     roots, paths = source_roots(), source_paths()
     idx = np.sort(np.random.default_rng(seed).choice(len(paths), min(len(paths), int(n * 1.2)), replace=False))
     out = []
     for i in idx:
         root, p = paths[i]
-        try:
-            if p.is_symlink() or p.stat().st_size > 1_000_000:
-                continue
-            text = p.read_bytes().decode("utf-8")
-        except (OSError, UnicodeDecodeError):
+        text = read_source(p)
+        if text is None:
             continue
         rel = p.relative_to(root)
         repo = ("stdlib" if root == roots[0] else "pypi") + "__" + (rel.parts[0] if len(rel.parts) > 1 else "_")

@@ -71,6 +71,16 @@ def source_paths() -> list[tuple[Path, Path]]:
     return paths
 
 
+def read_source(p: Path) -> str | None:
+    """The UTF-8 text of a real (not symlinked) source file of at most 1 MB; None otherwise."""
+    try:
+        if p.is_symlink() or p.stat().st_size > 1_000_000:
+            return None
+        return p.read_bytes().decode("utf-8")
+    except (OSError, UnicodeDecodeError):
+        return None
+
+
 def collect(max_files: int, seed: int = 0) -> list[str]:
     """Source files of known languages under the roots; a seeded subset of paths when max_files > 0."""
     paths = [p for _, p in source_paths()]
@@ -79,13 +89,8 @@ def collect(max_files: int, seed: int = 0) -> list[str]:
         paths = [paths[i] for i in idx]
     texts, seen = [], set()
     for p in paths:
-        try:
-            if p.is_symlink() or p.stat().st_size > 1_000_000:
-                continue
-            text = p.read_bytes().decode("utf-8")
-        except (OSError, UnicodeDecodeError):
-            continue
-        if text in seen or len(text.split()) < 5:
+        text = read_source(p)
+        if text is None or text in seen or len(text.split()) < 5:
             continue
         seen.add(text)
         texts.append(text)

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -95,6 +97,22 @@ def run_cli(args: list[str], env_extra: dict[str, str] | None = None, **kw) -> s
 @pytest.fixture
 def cli_proc():  # noqa: ANN201
     return run_cli
+
+
+def kill_after_first_checkpoint(p: subprocess.Popen, out: Path, timeout: float = 900) -> None:
+    """SIGKILL the run `p` as soon as `out/checkpoints/latest` exists (it must not exit before)."""
+    deadline = time.time() + timeout
+    while not (out / "checkpoints" / "latest").exists():
+        assert p.poll() is None, p.communicate()[1]
+        assert time.time() < deadline
+        time.sleep(0.02)
+    os.kill(p.pid, signal.SIGKILL)
+    p.wait()
+
+
+@pytest.fixture
+def kill_after_checkpoint():  # noqa: ANN201
+    return kill_after_first_checkpoint
 
 
 @pytest.fixture(scope="session")

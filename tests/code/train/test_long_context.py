@@ -5,9 +5,6 @@ the uninterrupted stage."""
 from __future__ import annotations
 
 import json
-import os
-import signal
-import time
 from pathlib import Path
 
 import pytest
@@ -138,7 +135,8 @@ def _losses(out: Path) -> list[tuple]:
 
 
 def test_stage_kill_9_then_rerun_equals_the_uninterrupted_stage(base_run: Path, long_packed: Path, tmp_path: Path,
-                                                               cli_proc, capsys: pytest.CaptureFixture[str]
+                                                               cli_proc, kill_after_checkpoint,
+                                                               capsys: pytest.CaptureFixture[str]
                                                                ) -> None:  # noqa: ANN001
     import torch
     from safetensors.torch import load_file
@@ -156,14 +154,7 @@ def test_stage_kill_9_then_rerun_equals_the_uninterrupted_stage(base_run: Path, 
     assert (ref / "config.yaml").is_file() and "rope_theta: 1000000.0" in (ref / "config.yaml").read_text()
     capsys.readouterr()
 
-    p = cli_proc(_stage_args(base_run, long_packed, cut))
-    deadline = time.time() + 900
-    while not (cut / "checkpoints" / "latest").exists():
-        assert p.poll() is None, p.communicate()[1]
-        assert time.time() < deadline
-        time.sleep(0.02)
-    os.kill(p.pid, signal.SIGKILL)
-    p.wait()
+    kill_after_checkpoint(cli_proc(_stage_args(base_run, long_packed, cut)), cut)
     assert not (cut / "final").exists() and _losses(cut)[-1][0] < STAGE_STEPS
 
     p = cli_proc(_stage_args(base_run, long_packed, cut))  # the same command again: it resumes

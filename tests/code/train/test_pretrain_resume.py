@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
-import time
 from pathlib import Path
 
 import pytest
@@ -23,21 +20,14 @@ def _losses(out: Path) -> list[tuple[int, float, float | None, float]]:
 
 
 def test_kill_9_then_resume_reproduces_the_uninterrupted_run(packed_dir: Path, micro_preset: str, tmp_path: Path,
-                                                             cli_proc) -> None:  # noqa: ANN001
+                                                             cli_proc, kill_after_checkpoint) -> None:  # noqa: ANN001
     ref, cut = tmp_path / "ref", tmp_path / "cut"
     p = cli_proc(_args(packed_dir, ref, micro_preset))
     _, err = p.communicate(timeout=900)
     assert p.returncode == 0, err
 
     # the same run, killed with SIGKILL right after its first checkpoint
-    p = cli_proc(_args(packed_dir, cut, micro_preset))
-    deadline = time.time() + 900
-    while not (cut / "checkpoints" / "latest").exists():
-        assert p.poll() is None, p.communicate()[1]
-        assert time.time() < deadline
-        time.sleep(0.02)
-    os.kill(p.pid, signal.SIGKILL)
-    p.wait()
+    kill_after_checkpoint(cli_proc(_args(packed_dir, cut, micro_preset)), cut)
     killed_at = [s for s, *_ in _losses(cut)]
     assert killed_at and killed_at[-1] < 60, "the run was not interrupted before its end"
     assert not (cut / "final").exists()

@@ -10,6 +10,7 @@ import json
 
 import typer
 
+from domainfm.code.train.cli import _add_short_flag
 from domainfm.core.config import config_command
 from domainfm.core.locks import writes_output
 
@@ -29,8 +30,4 @@ def register(app: typer.Typer) -> None:
             typer.echo(json.dumps({k: summary[k] for k in ("steps", "tokens_seen", "final_loss", "final_val_loss",
                                                             "final", "loss_png")}, indent=2))
 
-    sig = pretrain_long_context.__signature__  # `-o` for --out, as `code pretrain` has it
-    for p in sig.parameters.values():
-        if p.name == "out":
-            p.default.param_decls = ("-o", *p.default.param_decls)
-    app.command("pretrain-long-context")(pretrain_long_context)
+    app.command("pretrain-long-context")(_add_short_flag(pretrain_long_context, "out", "-o"))  # as `code pretrain`
